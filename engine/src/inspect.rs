@@ -1,0 +1,1 @@
+//! Inspect: a normalized description of a live tree.

@@ -1,0 +1,4 @@
+#![deny(unsafe_code)]
+//! crust engine: dump, restore, inspect.
+
+pub mod inspect;

@@ -1,0 +1,1 @@
+//! ptrace control of a foreign task.

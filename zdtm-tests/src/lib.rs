@@ -1,0 +1,1 @@
+//! zdtm protocol helpers for test programs.
