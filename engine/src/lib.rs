@@ -1,4 +1,24 @@
 #![deny(unsafe_code)]
 //! crust engine: dump, restore, inspect.
+//!
+//! One module per kind of kernel object, each owning both directions: [`mm`] (memory),
+//! [`files`] (fd table, regular files, pipes), [`signals`], [`regs`]. [`dump`] and [`restore`]
+//! orchestrate them; [`inspect`] describes a live tree for comparison. The `crust` binary is a
+//! thin command line over this library.
 
+pub mod check;
+pub mod dump;
+pub mod error;
+pub(crate) mod files;
 pub mod inspect;
+pub mod log;
+pub(crate) mod mm;
+pub(crate) mod proc;
+pub(crate) mod regs;
+pub mod restore;
+pub(crate) mod signals;
+pub(crate) mod sys;
+
+pub use dump::{dump, DumpOpts, DumpReport};
+pub use error::{DumpError, RestoreError};
+pub use restore::{restore, RestoreOpts, Restored};

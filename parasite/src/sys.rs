@@ -213,7 +213,10 @@ pub fn get_rseq_configuration(tid: Tid) -> io::Result<RseqConfiguration> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStatus {
     /// A ptrace stop: the stop signal and the event (status >> 16).
-    Stopped { sig: i32, event: i32 },
+    Stopped {
+        sig: i32,
+        event: i32,
+    },
     Exited(i32),
     Signaled(i32),
 }

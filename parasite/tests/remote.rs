@@ -49,7 +49,10 @@ fn remote_getpid_mmap_and_memory() {
     t.read_mem(RemoteAddr(addr), &mut back).unwrap();
     assert_eq!(&back, b"crust");
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    assert!(maps.contains(&format!("{addr:x}-")), "scratch mapping missing");
+    assert!(
+        maps.contains(&format!("{addr:x}-")),
+        "scratch mapping missing"
+    );
     t.syscall_ok(libc::SYS_munmap, [addr, 4096, 0, 0, 0, 0])
         .unwrap();
     let err = t
@@ -81,14 +84,22 @@ fn blocked_read_restarts_after_release() {
     assert_eq!(regs.orig_rax, libc::SYS_read as u64);
     assert_eq!(regs.rax as i64, -512, "expected -ERESTARTSYS");
     for _ in 0..10 {
-        assert_eq!(t.syscall(libc::SYS_getppid, [0; 6]).unwrap(), std::process::id() as i64);
+        assert_eq!(
+            t.syscall(libc::SYS_getppid, [0; 6]).unwrap(),
+            std::process::id() as i64
+        );
     }
     t.release().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"still here\n").unwrap();
     drop(stdin);
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert_eq!(out, "still here\n");
     assert!(child.wait().unwrap().success());
 }
@@ -112,7 +123,10 @@ fn registers_and_mask_round_trip() {
     t.syscall(libc::SYS_getpid, [0; 6]).unwrap();
     let shared = t.pending_signals(true).unwrap();
     assert_eq!(shared.len(), 1);
-    assert_eq!(i32::from_ne_bytes(shared[0][..4].try_into().unwrap()), libc::SIGUSR2);
+    assert_eq!(
+        i32::from_ne_bytes(shared[0][..4].try_into().unwrap()),
+        libc::SIGUSR2
+    );
     t.release().unwrap();
     // sleep(1) has no handler for SIGUSR2: it now dies of it.
     let st = child.wait().unwrap();

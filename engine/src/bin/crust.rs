@@ -1,1 +1,208 @@
-fn main() {}
+//! `crust`: checkpoint/restore in userspace, with a CRIU-compatible command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "crust",
+    version,
+    about = "Checkpoint/restore of Linux process trees"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Image directory.
+    #[arg(short = 'D', long = "images-dir", default_value = ".")]
+    images_dir: PathBuf,
+    /// Log file; relative paths are inside the image directory.
+    #[arg(short = 'o', long = "log-file")]
+    log_file: Option<PathBuf>,
+    /// Verbosity 0..4, as `-v4` or `-v -v`.
+    #[arg(short = 'v', num_args = 0..=1, default_missing_value = "4", value_parser = clap::value_parser!(u8).range(0..=4))]
+    verbosity: Option<u8>,
+    /// Accepted for compatibility: the job's session and terminal are outside the tree.
+    #[arg(short = 'j', long = "shell-job")]
+    shell_job: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Checkpoint the tree rooted at PID.
+    Dump {
+        /// Root of the tree to dump.
+        #[arg(short = 't', long = "tree")]
+        pid: i32,
+        /// Resume the tree after dumping instead of killing it.
+        #[arg(short = 'R', long = "leave-running")]
+        leave_running: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Restore a tree from its images.
+    Restore {
+        /// Detach once the tree runs instead of waiting for it.
+        #[arg(short = 'd', long = "restore-detached")]
+        detach: bool,
+        /// Write the restored root's pid here.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Report the kernel features crust relies on.
+    Check {
+        /// Check one feature only: exit 0 if present, 1 if missing.
+        #[arg(long)]
+        feature: Option<String>,
+        /// Also list optional capabilities.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn setup_log(c: &Common) -> anyhow::Result<()> {
+    let level = c.verbosity.unwrap_or(2);
+    let path = c.log_file.as_ref().map(|p| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            c.images_dir.join(p)
+        }
+    });
+    if let Some(p) = &path {
+        if let Some(parent) = p.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+    }
+    engine::log::init(path.as_deref(), level)
+        .map_err(|e| anyhow::anyhow!("log file {}: {e}", path.unwrap_or_default().display()))
+}
+
+/// The whole chain of causes on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn write_pidfile(path: &Path, pid: i32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow::anyhow!("pidfile {}: {e}", path.display()))
+}
+
+fn main() -> ExitCode {
+    // Restored children may hold many fds: use the whole of our own fd allowance.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("crust: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Dump {
+            pid,
+            leave_running,
+            common,
+        } => {
+            std::fs::create_dir_all(&common.images_dir)
+                .map_err(|e| anyhow::anyhow!("images dir {}: {e}", common.images_dir.display()))?;
+            setup_log(&common)?;
+            let opts = engine::DumpOpts {
+                pid,
+                images_dir: common.images_dir.clone(),
+                leave_running,
+            };
+            engine::dump(&opts).map_err(|e| anyhow::anyhow!("dump: {}", one_line(&e)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restore {
+            detach,
+            pidfile,
+            common,
+        } => {
+            if !common.images_dir.is_dir() {
+                anyhow::bail!(
+                    "restore: images dir {}: not a directory",
+                    common.images_dir.display()
+                );
+            }
+            setup_log(&common)?;
+            let opts = engine::RestoreOpts {
+                images_dir: common.images_dir.clone(),
+            };
+            let r =
+                engine::restore(&opts).map_err(|e| anyhow::anyhow!("restore: {}", one_line(&e)))?;
+            if let Some(p) = pidfile {
+                write_pidfile(&p, r.root_pid)?;
+            }
+            if detach {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let code = engine::restore::wait_for(r.root_pid)
+                .map_err(|e| anyhow::anyhow!("waiting for pid {}: {e}", r.root_pid))?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        Cmd::Check { feature, all } => {
+            let feats = engine::check::features();
+            if let Some(name) = feature {
+                return match feats.iter().find(|f| f.name == name) {
+                    Some(f) => Ok(if f.present.is_ok() {
+                        println!("{name}: ok");
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("{name}: missing");
+                        ExitCode::from(1)
+                    }),
+                    None => {
+                        eprintln!("crust: check: unknown feature {name:?}");
+                        Ok(ExitCode::from(2))
+                    }
+                };
+            }
+            let mut ok = true;
+            for f in feats.iter().filter(|f| all || f.required) {
+                match &f.present {
+                    Ok(()) => println!("{}: ok ({})", f.name, f.what),
+                    Err(why) => {
+                        ok &= !f.required;
+                        println!("{}: missing: {why} ({})", f.name, f.what)
+                    }
+                }
+            }
+            if ok {
+                println!("Looks good.");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Regular files, directories and the memory character devices, opened by path.
+
+use std::ffi::CString;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use images::pb::RegFile;
+
+use super::FdOp;
+use crate::error::{DumpError, RestoreError};
+use crate::proc::FdInfo;
+
+/// /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom: major 1, and stateless.
+fn is_mem_device(md: &std::fs::Metadata) -> bool {
+    let rdev = md.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    major == 1 && matches!(minor, 3 | 5 | 7 | 8 | 9)
+}
+
+pub(crate) fn dump(
+    pid: i32,
+    fd: i32,
+    target: &str,
+    link: &str,
+    md: &std::fs::Metadata,
+    info: &FdInfo,
+) -> Result<RegFile, DumpError> {
+    let unsupported = |why: Option<String>| DumpError::UnsupportedFd {
+        pid,
+        fd,
+        target: target.to_string(),
+        why,
+    };
+    let ft = md.file_type();
+    if ft.is_char_device() && !is_mem_device(md) {
+        return Err(unsupported(Some("character device".into())));
+    }
+    if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
+        return Err(unsupported(None));
+    }
+    if !target.starts_with('/') {
+        return Err(unsupported(None));
+    }
+    if target.ends_with(" (deleted)") {
+        return Err(unsupported(Some("the file is deleted".into())));
+    }
+    match std::fs::metadata(target) {
+        Ok(now) if now.dev() == md.dev() && now.ino() == md.ino() => {}
+        _ => return Err(unsupported(Some("its path now names another file".into()))),
+    }
+    let file = crate::mm::file_id(target, link).map_err(|source| DumpError::Io {
+        pid,
+        path: link.into(),
+        source,
+    })?;
+    Ok(RegFile {
+        path: target.to_string(),
+        flags: info.flags & !(libc::O_CLOEXEC as u32),
+        pos: info.pos,
+        file: Some(file),
+    })
+}
+
+pub(crate) fn plan(r: &RegFile, fd: i32, image: &std::path::Path) -> Result<FdOp, RestoreError> {
+    let path = CString::new(r.path.as_bytes()).map_err(|_| RestoreError::BadImage {
+        image: image.to_owned(),
+        what: format!("fd {fd}: path with a NUL byte"),
+    })?;
+    let flags = super::reopen_flags(r.flags);
+    let md = std::fs::metadata(&r.path).map_err(|source| RestoreError::File {
+        path: r.path.clone(),
+        source,
+    })?;
+    // A file opened for reading only must still be the file that was dumped; one opened for
+    // writing may legitimately have been changed by its writer.
+    if let Some(id) = &r.file {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if md.is_file() && !writable && md.size() != id.size {
+            return Err(RestoreError::FileChanged {
+                path: r.path.clone(),
+                what: format!("size {} at dump, {} now", id.size, md.size()),
+            });
+        }
+    }
+    let seekable = md.is_file() || md.is_dir();
+    Ok(FdOp::Open {
+        path,
+        flags,
+        pos: (seekable && r.pos != 0 && flags & libc::O_PATH == 0).then_some(r.pos),
+        fd,
+    })
+}

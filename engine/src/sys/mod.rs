@@ -1,0 +1,403 @@
+//! Raw syscalls the engine needs that nix does not wrap. The only place in `engine` where
+//! `unsafe` is allowed; each wrapper's doc line is the call it makes.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)`: 0 when both fds share one open file description.
+pub fn kcmp_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<i32> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp takes only integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_FILE,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
+    check(r).map(|v| v as i32)
+}
+
+/// `pidfd_open(pid, 0)`
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: integers only; on success the kernel returns a new fd that we take ownership of.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0) };
+    let fd = check(r)? as RawFd;
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `tee(fd_in, fd_out, len, SPLICE_F_NONBLOCK)`: duplicates pipe data without consuming it.
+pub fn tee(fd_in: RawFd, fd_out: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: integers only.
+    let r = unsafe { libc::tee(fd_in, fd_out, len, libc::SPLICE_F_NONBLOCK) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `process_vm_readv(pid, [buf], [remote])`: one copy from the target into `buf`.
+pub fn process_vm_read(pid: i32, remote: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let rem = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, which we exclusively borrow; `rem` is only interpreted by
+    // the kernel in the target's address space.
+    let r = unsafe { libc::process_vm_readv(pid, &local, 1, &rem, 1, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// One region reported by `PAGEMAP_SCAN`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    pub categories: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+pub const PAGE_IS_FILE: u64 = 1 << 2;
+pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+
+/// Filter for [`pagemap_scan`]: pages must have every bit of `required`, none of `excluded`,
+/// and at least one of `anyof`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanFilter {
+    pub required: u64,
+    pub excluded: u64,
+    pub anyof: u64,
+}
+
+/// `ioctl(pagemap_fd, PAGEMAP_SCAN, &arg)` over `[start, end)` (Linux 6.7), repeated until the
+/// whole range is walked; appends matching regions to `out`.
+pub fn pagemap_scan(
+    pagemap: RawFd,
+    start: u64,
+    end: u64,
+    filter: ScanFilter,
+    out: &mut Vec<PageRegion>,
+) -> io::Result<()> {
+    let mut vec = vec![PageRegion::default(); 512];
+    let mut cur = start;
+    while cur < end {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start: cur,
+            end,
+            vec: vec.as_mut_ptr() as u64,
+            vec_len: vec.len() as u64,
+            category_inverted: filter.excluded,
+            category_mask: filter.required | filter.excluded,
+            category_anyof_mask: filter.anyof,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            ..Default::default()
+        };
+        // SAFETY: `arg` is a properly sized pm_scan_arg and `vec` holds vec_len page_regions
+        // that outlive the call.
+        let n = unsafe { libc::ioctl(pagemap, PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        out.extend_from_slice(&vec[..n]);
+        if arg.walk_end <= cur {
+            break;
+        }
+        cur = arg.walk_end;
+    }
+    Ok(())
+}
+
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `clone3({.exit_signal = SIGCHLD, .set_tid = [pid]})`: forks with a chosen pid. Returns 0 in
+/// the child, the child's pid in the parent.
+///
+/// # Safety
+/// The child runs on a copy of the calling thread only: it must restrict itself to
+/// async-signal-safe work (no allocation, no locks) and leave with `_exit`.
+pub unsafe fn clone3_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
+    let tids = [pid];
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: if pid > 0 { 1 } else { 0 },
+        ..Default::default()
+    };
+    // SAFETY: args and tids outlive the call; the caller upholds the fork-safety contract.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    check(r).map(|v| v as i32)
+}
+
+/// Raw, allocation-free syscalls for the restore child between clone3 and its SIGSTOP.
+pub mod child {
+    use super::*;
+
+    /// Result of a raw call: the value or the errno.
+    pub type Raw = Result<i64, i32>;
+
+    fn errno() -> i32 {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    }
+
+    fn ret(r: i64) -> Raw {
+        if r < 0 {
+            Err(errno())
+        } else {
+            Ok(r)
+        }
+    }
+
+    /// `open(path, flags, mode)`
+    pub fn open(path: &CStr, flags: i32, mode: u32) -> Raw {
+        // SAFETY: path is a valid NUL-terminated string.
+        ret(unsafe { libc::open(path.as_ptr(), flags, mode) } as i64)
+    }
+    /// `dup2(old, new)`
+    pub fn dup2(old: i32, new: i32) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::dup2(old, new) } as i64)
+    }
+    /// `fcntl(fd, F_DUPFD_CLOEXEC, min)`
+    pub fn dup_above(fd: i32, min: i32) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) } as i64)
+    }
+    /// `close(fd)`
+    pub fn close(fd: i32) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::close(fd) } as i64)
+    }
+    /// `close_range(first, last, 0)`
+    pub fn close_range(first: u32, last: u32) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) })
+    }
+    /// `lseek(fd, off, SEEK_SET)`
+    pub fn lseek(fd: i32, off: i64) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::lseek(fd, off, libc::SEEK_SET) })
+    }
+    /// `fcntl(fd, cmd, arg)`
+    pub fn fcntl(fd: i32, cmd: i32, arg: i64) -> Raw {
+        // SAFETY: the commands used (F_SETFD, F_SETFL, F_SETPIPE_SZ) take an integer argument.
+        ret(unsafe { libc::fcntl(fd, cmd, arg) } as i64)
+    }
+    /// `pipe2(fds, 0)`
+    pub fn pipe() -> Result<[i32; 2], i32> {
+        let mut fds = [0i32; 2];
+        // SAFETY: fds has room for the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), 0) } < 0 {
+            Err(errno())
+        } else {
+            Ok(fds)
+        }
+    }
+    /// `write(fd, buf, len)` until all is written.
+    pub fn write_all(fd: i32, mut buf: &[u8]) -> Raw {
+        while !buf.is_empty() {
+            // SAFETY: buf is a valid slice for its length.
+            let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            if r < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(e);
+            }
+            buf = &buf[r as usize..];
+        }
+        Ok(0)
+    }
+    /// `read(fd, buf, len)`
+    pub fn read(fd: i32, buf: &mut [u8]) -> Raw {
+        // SAFETY: buf is a valid mutable slice for its length.
+        ret(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64)
+    }
+    /// `chdir(path)`
+    pub fn chdir(path: &CStr) -> Raw {
+        // SAFETY: valid C string.
+        ret(unsafe { libc::chdir(path.as_ptr()) } as i64)
+    }
+    /// `prctl(PR_SET_NAME, name)`
+    pub fn set_name(name: &CStr) -> Raw {
+        // SAFETY: valid C string; the kernel copies at most 16 bytes.
+        ret(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } as i64)
+    }
+    /// `setsid()` if the task leads its session, else `setpgid(0, pgid)` (best effort: the
+    /// group must exist in our session).
+    pub fn session(pid: i32, pgid: i32, sid: i32) -> Raw {
+        // SAFETY: integers only.
+        unsafe {
+            if sid == pid {
+                libc::setsid();
+            } else if pgid == pid {
+                libc::setpgid(0, 0);
+            } else {
+                libc::setpgid(0, pgid);
+            }
+        }
+        Ok(0)
+    }
+    /// `signal(sig, SIG_DFL)` for every signal.
+    pub fn reset_signals(nsig: i32) {
+        for sig in 1..=nsig {
+            // SAFETY: resetting a disposition is async-signal-safe and takes integers.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+    /// `kill(getpid(), SIGSTOP)`
+    pub fn stop_self() -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) } as i64)
+    }
+    /// `_exit(code)`
+    pub fn exit(code: i32) -> ! {
+        // SAFETY: _exit never returns and runs no atexit handlers: safe in a forked child.
+        unsafe { libc::_exit(code) }
+    }
+}
+
+/// `pipe2(fds, O_CLOEXEC)`
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 returns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `fcntl(fd, F_GETPIPE_SZ)`
+pub fn pipe_size(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: F_GETPIPE_SZ takes no argument.
+    let r = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    check(r as libc::c_long).map(|v| v as i32)
+}
+
+/// `fcntl(fd, F_SETPIPE_SZ, size)`
+pub fn set_pipe_size(fd: RawFd, size: i32) -> io::Result<i32> {
+    // SAFETY: F_SETPIPE_SZ takes an integer.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, size) };
+    check(r as libc::c_long).map(|v| v as i32)
+}
+
+/// `kill(pid, SIGKILL)` then `waitpid(pid, __WALL)`: for a child of crust that must go.
+pub fn kill_and_reap(pid: i32) {
+    // SAFETY: integers and a valid out pointer.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, libc::__WALL);
+    }
+}
+
+/// `waitpid(pid, &status, 0)`, retried on EINTR; returns the raw status.
+pub fn waitpid(pid: i32) -> io::Result<i32> {
+    loop {
+        let mut st = 0;
+        // SAFETY: st is a valid out pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(st);
+    }
+}
+
+/// Forks a child with pid `pid` (clone3 + set_tid) that runs `child` and never returns.
+/// Returns the child's pid in the parent.
+///
+/// `child` runs on a copy of the calling thread only: it must restrict itself to
+/// async-signal-safe work (no allocation, no locks), which is why it is bounded by `Fn` over
+/// data prepared before the fork and must end in `_exit`.
+#[allow(unreachable_code, unused_variables)]
+pub fn fork_with_pid(
+    pid: i32,
+    child: impl FnOnce() -> std::convert::Infallible,
+) -> io::Result<i32> {
+    // SAFETY: the child branch only runs `child`, whose contract is stated above, and never
+    // returns into the parent's stack frames.
+    match unsafe { clone3_with_pid(pid, 0) }? {
+        0 => {
+            let never = child();
+            match never {}
+        }
+        p => Ok(p),
+    }
+}

@@ -1,0 +1,481 @@
+//! Image directories on disk: atomic, private file creation and strict reads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::codec;
+use crate::error::{ImageError, IoOp};
+use crate::kind::ImageKind;
+use crate::pagemap::{self, LocatedEntry};
+use crate::pb;
+use crate::FORMAT_VERSION;
+
+/// Mode of every image file: it may hold a process's whole memory.
+const FILE_MODE: u32 = 0o600;
+/// Mode of an image directory crust creates.
+const DIR_MODE: u32 = 0o700;
+/// Suffix of a file being written; renamed away when complete.
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Name of the symlink to the parent image directory of an incremental dump
+/// (where `PE_IN_PARENT` pages are).
+pub const PARENT_LINK: &str = "parent";
+
+fn io_err(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
+    move |source| {
+        if source.kind() == io::ErrorKind::NotFound && matches!(op, IoOp::Open | IoOp::Read) {
+            ImageError::Missing {
+                path: path.to_owned(),
+            }
+        } else {
+            ImageError::Io {
+                op,
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(TMP_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Creates `path` for writing with mode 0600, replacing a stale leftover.
+fn create_private(path: &Path) -> Result<File, ImageError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(IoOp::Create, path)(e)),
+    }
+    // create_new: the mode applies only to a file we create, so never reuse one.
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(io_err(IoOp::Create, path))
+}
+
+/// A directory of image files.
+///
+/// Every file is written under `NAME.tmp` and renamed to `NAME` when
+/// complete, so a file under its final name is always whole. With
+/// [`ImageDir::with_fsync`] the data is also flushed before the rename and
+/// the directory after it, so the guarantee survives a crash of the machine.
+#[derive(Debug, Clone)]
+pub struct ImageDir {
+    path: PathBuf,
+    fsync: bool,
+}
+
+impl ImageDir {
+    /// Opens `path` for writing, creating it (and missing parents) with mode
+    /// 0700 if it does not exist.
+    pub fn create(path: &Path) -> Result<ImageDir, ImageError> {
+        match fs::metadata(path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ImageError::NotADirectory {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(path)
+                .map_err(io_err(IoOp::Create, path))?,
+            Err(e) => return Err(io_err(IoOp::Read, path)(e)),
+        }
+        Ok(ImageDir {
+            path: path.to_owned(),
+            fsync: false,
+        })
+    }
+
+    /// Opens an existing image directory.
+    pub fn open(path: &Path) -> Result<ImageDir, ImageError> {
+        let m = fs::metadata(path).map_err(io_err(IoOp::Open, path))?;
+        if !m.is_dir() {
+            return Err(ImageError::NotADirectory {
+                path: path.to_owned(),
+            });
+        }
+        Ok(ImageDir {
+            path: path.to_owned(),
+            fsync: false,
+        })
+    }
+
+    /// Whether to fsync every file before renaming it into place, and the
+    /// directory after. Off by default: it lengthens a dump, during which
+    /// the tree is frozen.
+    pub fn with_fsync(mut self, on: bool) -> ImageDir {
+        self.fsync = on;
+        self
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of the image of `kind` (see [`ImageKind::file_name`]).
+    pub fn file_path(&self, kind: ImageKind, id: Option<u32>) -> PathBuf {
+        self.path.join(kind.file_name(id))
+    }
+
+    /// Whether the complete image of `kind` exists.
+    pub fn exists(&self, kind: ImageKind, id: Option<u32>) -> bool {
+        kind.id_fits(id) && self.file_path(kind, id).is_file()
+    }
+
+    fn checked_path(&self, kind: ImageKind, id: Option<u32>) -> Result<PathBuf, ImageError> {
+        if kind.id_fits(id) {
+            Ok(self.file_path(kind, id))
+        } else {
+            Err(ImageError::BadId { kind, id })
+        }
+    }
+
+    /// Starts writing the image of `kind`; records are added with
+    /// [`ImageWriter::push`] and the file appears under its name only at
+    /// [`ImageWriter::commit`].
+    pub fn writer(&self, kind: ImageKind, id: Option<u32>) -> Result<ImageWriter, ImageError> {
+        let path = self.checked_path(kind, id)?;
+        ImageWriter::new(path, kind, self.fsync)
+    }
+
+    /// Writes the image of `kind` holding `records`.
+    pub fn write<M: Message>(
+        &self,
+        kind: ImageKind,
+        id: Option<u32>,
+        records: &[M],
+    ) -> Result<(), ImageError> {
+        let mut w = self.writer(kind, id)?;
+        for r in records {
+            w.push(r)?;
+        }
+        w.commit()
+    }
+
+    /// Writes the image of `kind` holding the one `record`.
+    pub fn write_one<M: Message>(
+        &self,
+        kind: ImageKind,
+        id: Option<u32>,
+        record: &M,
+    ) -> Result<(), ImageError> {
+        self.write(kind, id, std::slice::from_ref(record))
+    }
+
+    /// Writes `pagemap-<id>.img`: `head`, then `entries`. The entries are
+    /// not checked here; [`ImageDir::read_pagemap`] does.
+    pub fn write_pagemap(
+        &self,
+        id: u32,
+        head: &pb::PagemapHead,
+        entries: &[pb::PagemapEntry],
+    ) -> Result<(), ImageError> {
+        let mut w = self.writer(ImageKind::Pagemap, Some(id))?;
+        w.push(head)?;
+        for e in entries {
+            w.push(e)?;
+        }
+        w.commit()
+    }
+
+    fn read_bytes(&self, path: &Path) -> Result<Vec<u8>, ImageError> {
+        fs::read(path).map_err(io_err(IoOp::Read, path))
+    }
+
+    /// Reads every record of the image of `kind` as `M`.
+    pub fn read<M: Message + Default>(
+        &self,
+        kind: ImageKind,
+        id: Option<u32>,
+    ) -> Result<Vec<M>, ImageError> {
+        let path = self.checked_path(kind, id)?;
+        let bytes = self.read_bytes(&path)?;
+        codec::decode_image(&path, kind, &bytes)
+    }
+
+    /// Reads the image of `kind`, which must hold exactly one record.
+    pub fn read_one<M: Message + Default>(
+        &self,
+        kind: ImageKind,
+        id: Option<u32>,
+    ) -> Result<M, ImageError> {
+        let mut v = self.read::<M>(kind, id)?;
+        if v.len() != 1 {
+            return Err(ImageError::WrongCount {
+                path: self.file_path(kind, id),
+                expected: 1,
+                got: v.len(),
+            });
+        }
+        Ok(v.remove(0))
+    }
+
+    /// Reads `inventory.img` and checks that it is of this format version.
+    /// The engine writes the inventory last, so this succeeding means the
+    /// directory holds a complete dump.
+    pub fn read_inventory(&self) -> Result<pb::InventoryEntry, ImageError> {
+        let inv: pb::InventoryEntry = self.read_one(ImageKind::Inventory, None)?;
+        if inv.format_version != FORMAT_VERSION {
+            return Err(ImageError::BadVersion {
+                path: self.file_path(ImageKind::Inventory, None),
+                found: inv.format_version,
+            });
+        }
+        Ok(inv)
+    }
+
+    /// Reads `pagemap-<id>.img` and checks its entries against
+    /// `pages-<pages_id>.img`: sorted by vaddr, page aligned, non-empty,
+    /// non-overlapping in address and in the file, inside the pages file,
+    /// no overflow. Errors name the file and the record offset.
+    pub fn read_pagemap(
+        &self,
+        id: u32,
+    ) -> Result<(pb::PagemapHead, Vec<pb::PagemapEntry>), ImageError> {
+        let (head, entries) = self.read_pagemap_located(id)?;
+        Ok((head, entries.into_iter().map(|e| e.entry).collect()))
+    }
+
+    /// Like [`ImageDir::read_pagemap`], keeping each entry's record offset.
+    pub fn read_pagemap_located(
+        &self,
+        id: u32,
+    ) -> Result<(pb::PagemapHead, Vec<LocatedEntry>), ImageError> {
+        let path = self.file_path(ImageKind::Pagemap, Some(id));
+        let bytes = self.read_bytes(&path)?;
+        let (head, entries) = pagemap::decode_pagemap(&path, &bytes)?;
+        let pages_path = self.pages_path(head.pages_id);
+        let pages_len = match fs::metadata(&pages_path) {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(IoOp::Read, &pages_path)(e)),
+        };
+        pagemap::check_entries(&path, &pages_path, pages_len, &entries)?;
+        Ok((head, entries))
+    }
+
+    /// The path of `pages-<pages_id>.img`.
+    pub fn pages_path(&self, pages_id: u32) -> PathBuf {
+        self.path.join(pages_file_name(pages_id))
+    }
+
+    /// Creates `pages-<pages_id>.img.tmp` (mode 0600) for the page writer;
+    /// [`ImageDir::commit_pages`] gives it its final name.
+    pub fn create_pages(&self, pages_id: u32) -> Result<File, ImageError> {
+        create_private(&tmp_path(&self.pages_path(pages_id)))
+    }
+
+    /// Renames `pages-<pages_id>.img.tmp` to `pages-<pages_id>.img`.
+    pub fn commit_pages(&self, pages_id: u32) -> Result<(), ImageError> {
+        let path = self.pages_path(pages_id);
+        let tmp = tmp_path(&path);
+        if self.fsync {
+            // fsync flushes the inode whichever descriptor it is called on.
+            let f = File::open(&tmp).map_err(io_err(IoOp::Open, &tmp))?;
+            f.sync_all().map_err(io_err(IoOp::Sync, &tmp))?;
+        }
+        rename_into_place(&tmp, &path, self.fsync)
+    }
+
+    /// The parent image directory of an incremental dump, if it has one.
+    pub fn parent(&self) -> Result<Option<ImageDir>, ImageError> {
+        let link = self.path.join(PARENT_LINK);
+        match fs::symlink_metadata(&link) {
+            Ok(_) => Ok(Some(ImageDir::open(&link)?.with_fsync(self.fsync))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(IoOp::Read, &link)(e)),
+        }
+    }
+
+    /// Decodes every image file in the directory as its kind and encodes it
+    /// again. Returns the files that did not come out byte-identical (for
+    /// example because they hold fields this build does not know). Pagemaps
+    /// are also checked against their pages files. A file that is no image
+    /// (a leftover `.tmp` included) is an [`ImageError::UnknownFile`]; the
+    /// [`PARENT_LINK`] is skipped.
+    pub fn verify_roundtrip(&self) -> Result<Vec<PathBuf>, ImageError> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(io_err(IoOp::ReadDir, &self.path))? {
+            let entry = entry.map_err(io_err(IoOp::ReadDir, &self.path))?;
+            names.push(entry.file_name());
+        }
+        names.sort();
+
+        let mut differ = Vec::new();
+        for name in names {
+            let path = self.path.join(&name);
+            let Some(name) = name.to_str() else {
+                return Err(ImageError::UnknownFile { path });
+            };
+            if name == PARENT_LINK || parse_pages_file_name(name).is_some() {
+                continue;
+            }
+            let Some((kind, id)) = ImageKind::from_file_name(name) else {
+                return Err(ImageError::UnknownFile { path });
+            };
+            let bytes = self.read_bytes(&path)?;
+            let again = match kind {
+                ImageKind::Pagemap => {
+                    // from_file_name gives every per-task kind an id.
+                    let id = id.ok_or_else(|| ImageError::UnknownFile { path: path.clone() })?;
+                    let (head, entries) = self.read_pagemap_located(id)?;
+                    let mut out = codec::encode_header(kind).to_vec();
+                    out.extend(codec::encode_record(&path, out.len() as u64, &head)?);
+                    for e in &entries {
+                        out.extend(codec::encode_record(&path, out.len() as u64, &e.entry)?);
+                    }
+                    out
+                }
+                ImageKind::Inventory => reencode::<pb::InventoryEntry>(&path, kind, &bytes)?,
+                ImageKind::Pstree => reencode::<pb::PstreeEntry>(&path, kind, &bytes)?,
+                ImageKind::Core => reencode::<pb::CoreEntry>(&path, kind, &bytes)?,
+                ImageKind::Mm => reencode::<pb::MmEntry>(&path, kind, &bytes)?,
+                ImageKind::Fdinfo => reencode::<pb::FdinfoEntry>(&path, kind, &bytes)?,
+                ImageKind::Files => reencode::<pb::FileEntry>(&path, kind, &bytes)?,
+                ImageKind::PipeData => reencode::<pb::PipeData>(&path, kind, &bytes)?,
+                ImageKind::Fs => reencode::<pb::FsEntry>(&path, kind, &bytes)?,
+                ImageKind::Sigacts => reencode::<pb::SigactionEntry>(&path, kind, &bytes)?,
+                ImageKind::Rlimits => reencode::<pb::RlimitEntry>(&path, kind, &bytes)?,
+            };
+            if again != bytes {
+                differ.push(path);
+            }
+        }
+        Ok(differ)
+    }
+}
+
+fn reencode<M: Message + Default>(
+    path: &Path,
+    kind: ImageKind,
+    bytes: &[u8],
+) -> Result<Vec<u8>, ImageError> {
+    let records: Vec<M> = codec::decode_image(path, kind, bytes)?;
+    codec::encode_image(path, kind, &records)
+}
+
+fn pages_file_name(pages_id: u32) -> String {
+    format!("pages-{pages_id}.img")
+}
+
+/// The id of a `pages-<id>.img` name, in the exact form [`pages_file_name`] makes.
+fn parse_pages_file_name(name: &str) -> Option<u32> {
+    let id = name
+        .strip_prefix("pages-")?
+        .strip_suffix(".img")?
+        .parse()
+        .ok()?;
+    (pages_file_name(id) == name).then_some(id)
+}
+
+fn rename_into_place(tmp: &Path, path: &Path, fsync: bool) -> Result<(), ImageError> {
+    fs::rename(tmp, path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            ImageError::Missing {
+                path: tmp.to_owned(),
+            }
+        } else {
+            ImageError::Io {
+                op: IoOp::Rename,
+                path: tmp.to_owned(),
+                source,
+            }
+        }
+    })?;
+    if fsync {
+        // Make the rename itself durable.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let d = File::open(dir).map_err(io_err(IoOp::Open, dir))?;
+        d.sync_all().map_err(io_err(IoOp::Sync, dir))?;
+    }
+    Ok(())
+}
+
+/// A record image being written. Dropped without [`ImageWriter::commit`],
+/// it removes its temporary file and leaves any previous image in place.
+#[derive(Debug)]
+pub struct ImageWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+    offset: u64,
+    fsync: bool,
+    committed: bool,
+}
+
+impl ImageWriter {
+    fn new(path: PathBuf, kind: ImageKind, fsync: bool) -> Result<ImageWriter, ImageError> {
+        let tmp = tmp_path(&path);
+        let file = create_private(&tmp)?;
+        let mut w = ImageWriter {
+            path,
+            tmp,
+            out: Some(BufWriter::new(file)),
+            offset: 0,
+            fsync,
+            committed: false,
+        };
+        w.write_raw(&codec::encode_header(kind))?;
+        Ok(w)
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
+        if let Some(out) = self.out.as_mut() {
+            out.write_all(bytes)
+                .map_err(io_err(IoOp::Write, &self.tmp))?;
+        }
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The final path of the image.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record.
+    pub fn push<M: Message>(&mut self, record: &M) -> Result<(), ImageError> {
+        let rec = codec::encode_record(&self.path, self.offset, record)?;
+        self.write_raw(&rec)
+    }
+
+    /// Flushes the file and renames it to its final name.
+    pub fn commit(mut self) -> Result<(), ImageError> {
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err(IoOp::Write, &self.tmp)(e.into_error()))?;
+        if self.fsync {
+            file.sync_all().map_err(io_err(IoOp::Sync, &self.tmp))?;
+        }
+        drop(file);
+        rename_into_place(&self.tmp, &self.path, self.fsync)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for ImageWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            // Best effort: the name says it is incomplete either way.
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
