@@ -289,6 +289,21 @@ pub fn wait_for_sigterm() {
     }
 }
 
+/// Sleeps in `rt_sigsuspend(mask)` until SIGTERM arrives, and leaves the
+/// signal mask to the kernel: when this returns, the mask is what the kernel
+/// restored from the one saved at the call (`saved_sigmask`). The caller
+/// must have SIGTERM blocked before the call, or it may be missed, and
+/// `mask` must not block it.
+pub fn suspend_until_sigterm(mask: u64) {
+    while !sigterm_received() {
+        if let Err(e) = sig::suspend(mask) {
+            if e.raw_os_error() != Some(libc::EINTR) {
+                fail(format!("rt_sigsuspend({mask:#x}): {e}"));
+            }
+        }
+    }
+}
+
 /// Removes `path` (a file, or a directory with its contents) when the
 /// program reports its verdict.
 pub fn remove_at_exit(path: impl Into<PathBuf>) {

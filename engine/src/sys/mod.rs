@@ -309,11 +309,14 @@ pub mod child {
         }
         Ok(0)
     }
-    /// `signal(sig, SIG_DFL)` for every signal.
+    /// `rt_sigaction(sig, {SIG_DFL, 0, 0, 0}, NULL, 8)` for every signal: all-zero, unlike
+    /// glibc's `signal()`, which adds SA_RESTART and a mask.
     pub fn reset_signals(nsig: i32) {
+        let zero = [0u64; 4];
         for sig in 1..=nsig {
-            // SAFETY: resetting a disposition is async-signal-safe and takes integers.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            // SAFETY: `zero` is a valid kernel struct sigaction (handler, flags, restorer,
+            // mask) for the duration of the call; the old action is not requested.
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, zero.as_ptr(), 0usize, 8usize) };
         }
     }
     /// `kill(getpid(), SIGSTOP)`
