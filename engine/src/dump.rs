@@ -72,7 +72,7 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
             if opts.leave_running {
                 tracee.release()?;
             } else {
-                tracee.kill()?;
+                tracee.kill_nowait();
             }
             crate::info!("dump of pid {pid} done: {} pages", report.pages);
             Ok(report)
@@ -118,7 +118,9 @@ impl Frozen {
                 0,
                 SCRATCH_LEN,
                 (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                // Shared: it never merges with a neighbouring private mapping, so the
+                // layout read beside it stays exact.
+                (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
                 0,
             ],
@@ -200,11 +202,18 @@ fn collect_and_write(
         .and_then(|v| u32::from_str_radix(v, 8).ok())
         .unwrap_or(0o022);
 
-    // Layout first: the scratch page must not show up in it.
+    // Layout first: the scratch page must not show up in it. The VmFlags come from smaps,
+    // read beside the page copy below.
     let brk = task.remote("brk(0)", libc::SYS_brk, [0; 6])?;
-    let (mm_entry, vmas) = mm::dump_layout(pid, &stat, brk)?;
+    let mut vmas = proc::maps(pid)?;
+    for v in &vmas {
+        mm::check_dumpable(pid, v)?;
+    }
 
+    crate::debug!("layout read");
+    // The scratch page before smaps: mmap needs the mm lock smaps holds while it walks.
     let scratch = task.scratch()?;
+    let smaps = std::thread::spawn(move || proc::smaps(pid));
     let actions = signals::dump_actions(task.t(), pid, scratch)?;
     task.remote(
         "sigaltstack",
@@ -237,6 +246,7 @@ fn collect_and_write(
         [0xffff_ffff, 0, 0, 0, 0, 0],
     )? as u32;
 
+    crate::debug!("remote state read");
     let t = task.t();
     let xsave = t.get_xstate()?;
     let rseq_conf = t.rseq_configuration()?;
@@ -277,6 +287,7 @@ fn collect_and_write(
         }),
     };
 
+    crate::debug!("registers read");
     let mut next_id = 1;
     let fds = files::dump(pid, &mut next_id)?;
     let fs = FsEntry {
@@ -291,13 +302,19 @@ fn collect_and_write(
         .collect::<Vec<_>>();
 
     // Memory contents.
+    crate::debug!("collected task state");
     let runs = mm::scan(pid, &vmas)?;
+    crate::debug!("scanned memory: {} runs", runs.len());
     let pagemap = mm::pagemap_entries(&runs);
     let pages_id = pid as u32;
     let pages_file = dir.create_pages(pages_id)?;
     mm::copy_pages(pid, &runs, &pages_file)?;
     drop(pages_file);
     dir.commit_pages(pages_id)?;
+    crate::debug!("pages written");
+    let smaps = smaps.join().expect("smaps reader panicked")?;
+    mm::attach_flags(pid, &mut vmas, &smaps)?;
+    let mm_entry = mm::dump_layout(pid, &stat, brk, &vmas)?;
     if fault::hit("dump-after-pages") {
         return Err(DumpError::Fault("dump-after-pages"));
     }

@@ -252,7 +252,11 @@ pub fn inspect(pid: i32) -> Result<TreeState, InspectError> {
             continue;
         }
         order.push(p);
-        let mut kids = children(p)?;
+        let mut kids = match children(p) {
+            Ok(k) => k,
+            Err(e) if p != pid && vanished(&e) => continue,
+            Err(e) => return Err(e),
+        };
         kids.sort_unstable();
         // Reverse so the smallest pid is visited first.
         stack.extend(kids.into_iter().rev());
@@ -260,7 +264,12 @@ pub fn inspect(pid: i32) -> Result<TreeState, InspectError> {
     let mut labels = Labeler::default();
     let mut tasks = Vec::with_capacity(order.len());
     for &p in &order {
-        let mut task = read_task(p, &mut labels)?;
+        let mut task = match read_task(p, &mut labels) {
+            Ok(t) => t,
+            // A descendant that exited while we looked is not part of the tree.
+            Err(e) if p != pid && vanished(&e) => continue,
+            Err(e) => return Err(e),
+        };
         if p == pid {
             task.ppid = None;
         }
@@ -1497,7 +1506,7 @@ Max realtime timeout      unlimited            unlimited            us
     }
 
     #[test]
-    fn inspect_self_is_stable() {
+    fn inspect_self_round_trips_through_json() {
         let pid = std::process::id() as i32;
         let a = inspect(pid).unwrap();
         assert_eq!(a.root, pid);

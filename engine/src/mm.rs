@@ -13,11 +13,11 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use images::pb::{FileId, MmEntry, PagemapEntry, VmaEntry, VmaKind};
 use images::PAGE_SIZE;
-use parasite::{RemoteAddr, Tracee};
+use parasite::Tracee;
 
 use crate::error::{DumpError, RestoreError};
 use crate::proc::{self, Stat, Vma};
@@ -77,15 +77,57 @@ pub(crate) fn file_id(path: &str, through: &str) -> std::io::Result<FileId> {
     })
 }
 
-/// Reads the VMA list and mm fields of `pid`.
+/// Attaches the VmFlags read from smaps to the VMAs read from maps. smaps walks every page
+/// table entry to count RSS (tens of milliseconds for a GiB), so it is read on a separate
+/// thread while pages are copied; maps gives the layout at once.
+pub(crate) fn attach_flags(pid: i32, vmas: &mut [Vma], smaps: &[Vma]) -> Result<(), DumpError> {
+    for v in vmas.iter_mut() {
+        let s = smaps
+            .iter()
+            .find(|s| s.start == v.start && s.end == v.end)
+            .ok_or_else(|| DumpError::UnsupportedVma {
+                pid,
+                start: v.start,
+                end: v.end,
+                name: v.name.clone(),
+                why: "the mapping changed while the task was frozen",
+            })?;
+        v.vm_flags = s.vm_flags.clone();
+        v.anon_huge_kb = s.anon_huge_kb;
+    }
+    Ok(())
+}
+
+/// Refuses, before any work is done, mappings this engine cannot restore.
+pub(crate) fn check_dumpable(pid: i32, v: &Vma) -> Result<(), DumpError> {
+    let unsupported = |why| DumpError::UnsupportedVma {
+        pid,
+        start: v.start,
+        end: v.end,
+        name: v.name.clone(),
+        why,
+    };
+    match vma_kind(v) {
+        VmaKind::VmaAnonShared => Err(unsupported("shared anonymous memory")),
+        VmaKind::VmaFilePrivate | VmaKind::VmaFileShared if v.name.ends_with(" (deleted)") => {
+            Err(unsupported("the mapped file is deleted"))
+        }
+        VmaKind::VmaFilePrivate | VmaKind::VmaFileShared if !v.name.starts_with('/') => {
+            Err(unsupported("mapping of an unnamed file"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Builds the mm image of `pid` from its VMAs (with VmFlags attached) and mm fields.
 pub(crate) fn dump_layout(
     pid: i32,
     stat: &Stat,
     brk: u64,
-) -> Result<(MmEntry, Vec<Vma>), DumpError> {
-    let vmas = proc::smaps(pid)?;
+    vmas: &[Vma],
+) -> Result<MmEntry, DumpError> {
     let mut entries = Vec::with_capacity(vmas.len());
-    for v in &vmas {
+    for v in vmas {
         let kind = vma_kind(v);
         let unsupported = |why| DumpError::UnsupportedVma {
             pid,
@@ -94,15 +136,9 @@ pub(crate) fn dump_layout(
             name: v.name.clone(),
             why,
         };
+        check_dumpable(pid, v)?;
         let file = match kind {
-            VmaKind::VmaAnonShared => return Err(unsupported("shared anonymous memory")),
             VmaKind::VmaFilePrivate | VmaKind::VmaFileShared => {
-                if v.name.ends_with(" (deleted)") {
-                    return Err(unsupported("the mapped file is deleted"));
-                }
-                if !v.name.starts_with('/') {
-                    return Err(unsupported("mapping of an unnamed file"));
-                }
                 let through = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
                 let id = file_id(&v.name, &through).map_err(|source| DumpError::Io {
                     pid,
@@ -156,7 +192,7 @@ pub(crate) fn dump_layout(
         exe: Some(exe),
         vmas: entries,
     };
-    Ok((mm, vmas))
+    Ok(mm)
 }
 
 /// Finds the runs of pages to save in every VMA.
@@ -314,8 +350,6 @@ pub(crate) fn rsys(
 /// Where the service descriptors of the restored task sit while crust works on it.
 #[derive(Debug, Clone)]
 pub(crate) struct MmFds {
-    /// fd of the pages image inside the task.
-    pub pages: Option<i32>,
     /// fd of each mapped file, by path.
     pub files: Vec<(String, i32)>,
     pub exe: i32,
@@ -339,6 +373,7 @@ pub(crate) fn restore(
     mm: &MmEntry,
     pagemap: &[PagemapEntry],
     fds: &MmFds,
+    pages: Option<&Path>,
     tramp: (u64, u64),
 ) -> Result<(), RestoreError> {
     let layout = |what: String| RestoreError::Layout { pid, what };
@@ -473,9 +508,9 @@ pub(crate) fn restore(
             }
         }
     }
-    // 4. Contents: one preadv per run of consecutive pages image offsets.
-    if let Some(pfd) = fds.pages {
-        fill_pages(t, pid, pfd, pagemap, tramp)?;
+    // 4. Contents.
+    if let Some(p) = pages {
+        fill_pages(pid, p, pagemap)?;
     }
     // 5. Final protections.
     for v in to_protect {
@@ -537,100 +572,77 @@ pub(crate) fn find_free(mm: &MmEntry, current: &[Vma], tramp: (u64, u64), len: u
     (cand + len <= 0x7fff_ffff_f000).then_some(cand)
 }
 
-/// Room in the trampoline's data page for iovecs.
-const IOV_BATCH: usize = 240;
-
-fn fill_pages(
-    t: &mut Tracee,
+/// Fills the task's pages from the pages image: crust maps the image and copies into the
+/// task with `process_vm_writev` from several threads, so the first touch of the restored
+/// memory (page allocation, the dominant cost) runs on every core at once.
+pub(crate) fn fill_pages(
     pid: i32,
-    pfd: i32,
+    pages: &Path,
     pagemap: &[PagemapEntry],
-    tramp: (u64, u64),
 ) -> Result<(), RestoreError> {
-    let iov_area = tramp.0 + PAGE_SIZE;
-    let mut i = 0;
-    while i < pagemap.len() {
-        // A batch: entries whose pages follow each other in the image.
-        let first = &pagemap[i];
-        let mut iovs: Vec<u8> = Vec::with_capacity(IOV_BATCH * 16);
-        let mut next_off = first.pages_off;
-        let mut total = 0u64;
-        let mut n = 0;
-        while i < pagemap.len() && n < IOV_BATCH && pagemap[i].pages_off == next_off {
-            let e = &pagemap[i];
-            let len = e.nr_pages * PAGE_SIZE;
-            iovs.extend_from_slice(&e.vaddr.to_ne_bytes());
-            iovs.extend_from_slice(&len.to_ne_bytes());
-            next_off += e.nr_pages;
-            total += len;
-            n += 1;
-            i += 1;
-        }
-        t.write_mem(RemoteAddr(iov_area), &iovs)?;
-        let mut done = 0u64;
-        let file_off = first.pages_off * PAGE_SIZE;
-        while done < total {
-            if done > 0 {
-                // A short read (over 2 GiB, or a signal): finish the batch one entry at a time.
-                return fill_slow(t, pid, pfd, &pagemap[i - n..i], done);
-            }
-            let got = rsys(
-                t,
-                pid,
-                libc::SYS_preadv,
-                [pfd as u64, iov_area, n as u64, file_off, 0, 0],
-                || format!("preadv of pages at {:#x}", first.vaddr),
-            )?;
-            if got == 0 {
-                return Err(RestoreError::Layout {
-                    pid,
-                    what: format!("pages image ends before page {:#x}", first.vaddr),
-                });
-            }
-            done += got;
+    let file = File::open(pages).map_err(|source| RestoreError::File {
+        path: pages.display().to_string(),
+        source,
+    })?;
+    let mut chunks = Vec::new();
+    for e in pagemap {
+        let len = e.nr_pages * PAGE_SIZE;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(FILL_CHUNK);
+            chunks.push((e.vaddr + done, e.pages_off * PAGE_SIZE + done, n));
+            done += n;
         }
     }
-    Ok(())
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(chunks.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let fd = file.as_raw_fd();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), RestoreError> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(vaddr, off, len)) = chunks.get(i) else {
+                            return Ok(());
+                        };
+                        let io = |source| RestoreError::File {
+                            path: format!("{} at offset {off}", pages.display()),
+                            source,
+                        };
+                        let map = sys::Mapped::file(fd, off, len as usize).map_err(io)?;
+                        let data = map.as_slice();
+                        let mut done = 0;
+                        while done < data.len() {
+                            let n = sys::process_vm_write(pid, vaddr + done as u64, &data[done..])
+                                .map_err(|source| RestoreError::Layout {
+                                    pid,
+                                    what: format!(
+                                        "writing pages at {:#x}: {source}",
+                                        vaddr + done as u64
+                                    ),
+                                })?;
+                            if n == 0 {
+                                return Err(RestoreError::Layout {
+                                    pid,
+                                    what: format!("no progress writing pages at {vaddr:#x}"),
+                                });
+                            }
+                            done += n;
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("page fill worker panicked"))
+            .collect::<Result<(), RestoreError>>()
+    })
 }
 
-fn fill_slow(
-    t: &mut Tracee,
-    pid: i32,
-    pfd: i32,
-    entries: &[PagemapEntry],
-    mut skip: u64,
-) -> Result<(), RestoreError> {
-    for e in entries {
-        let len = e.nr_pages * PAGE_SIZE;
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let mut done = skip;
-        skip = 0;
-        while done < len {
-            let got = rsys(
-                t,
-                pid,
-                libc::SYS_pread64,
-                [
-                    pfd as u64,
-                    e.vaddr + done,
-                    len - done,
-                    e.pages_off * PAGE_SIZE + done,
-                    0,
-                    0,
-                ],
-                || format!("pread of pages at {:#x}", e.vaddr + done),
-            )?;
-            if got == 0 {
-                return Err(RestoreError::Layout {
-                    pid,
-                    what: format!("pages image ends before page {:#x}", e.vaddr + done),
-                });
-            }
-            done += got;
-        }
-    }
-    Ok(())
-}
+const FILL_CHUNK: u64 = 8 << 20;

@@ -260,10 +260,6 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         });
         Ok(fd)
     };
-    let pages_fd = match &img.pages_path {
-        Some(p) => Some(svc(&p.to_string_lossy(), &mut steps)?),
-        None => None,
-    };
     let exe = img.mm.exe.clone().unwrap_or_default();
     check_file(&exe)?;
     let exe_fd = svc(&exe.path, &mut steps)?;
@@ -297,7 +293,6 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let child_pid = spawn(pid, &steps, ctl_min)?;
     let mut tracee = Tracee::from_stopped(Tid(child_pid), StopKind::Interrupted)?;
     let fds = MmFds {
-        pages: pages_fd,
         files: mapped,
         exe: exe_fd,
     };
@@ -509,7 +504,15 @@ fn take_over(
     t.set_syscall_ip(RemoteAddr(tramp));
     let data = RemoteAddr(tramp + PAGE_SIZE);
 
-    mm::restore(t, pid, &img.mm, &img.pagemap, fds, (tramp, tramp + tlen))?;
+    mm::restore(
+        t,
+        pid,
+        &img.mm,
+        &img.pagemap,
+        fds,
+        img.pages_path.as_deref(),
+        (tramp, tramp + tlen),
+    )?;
     if fault::hit("restore-after-mm") {
         return Err(RestoreError::Fault("restore-after-mm"));
     }

@@ -469,6 +469,14 @@ impl Tracee {
         sys::detach(self.tid, 0).map_err(ptrace_err(self.tid, "PTRACE_DETACH"))
     }
 
+    /// Kills the thread's process (SIGKILL) without waiting for it to finish exiting (freeing
+    /// a large address space takes a while; the parent reaps it). When crust, the tracer, goes,
+    /// the kernel drops the ptrace link by itself.
+    pub fn kill_nowait(self) {
+        // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
+        unsafe { libc::kill(self.tid.0, libc::SIGKILL) };
+    }
+
     /// Kills the thread's process (SIGKILL) and reaps the tracer's notification.
     pub fn kill(self) -> Result<()> {
         // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.

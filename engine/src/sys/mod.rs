@@ -404,3 +404,81 @@ pub fn fork_with_pid(
         p => Ok(p),
     }
 }
+
+/// `process_vm_writev(pid, [buf], [remote])`: one copy from `buf` into the target.
+pub fn process_vm_write(pid: i32, remote: u64, buf: &[u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let rem = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: the kernel only reads through `local`, which describes `buf`; `rem` is
+    // interpreted in the target's address space.
+    let r = unsafe { libc::process_vm_writev(pid, &local, 1, &rem, 1, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// A read-only, private mapping of part of a file, unmapped on drop.
+pub struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value; sharing it between threads only
+// allows concurrent reads.
+unsafe impl Send for Mapped {}
+// SAFETY: as above, only shared reads are possible.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// `mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off)`
+    pub fn file(fd: RawFd, off: u64, len: usize) -> io::Result<Mapped> {
+        if len == 0 {
+            return Ok(Mapped {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh read-only mapping at a kernel-chosen address; it aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                fd,
+                off as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: ptr..ptr+len is a live read-only mapping owned by self. The file is an image
+        // crust wrote and nobody truncates during restore; a truncation would raise SIGBUS,
+        // not undefined behaviour in Rust terms of aliasing.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: unmapping exactly the range mapped in `file`.
+            unsafe { libc::munmap(self.ptr, self.len) };
+        }
+    }
+}
