@@ -1,0 +1,336 @@
+//! The `crust` command line against real processes: round trips, and the promises made when
+//! things go wrong (a failed dump leaves the target running untouched, a failed restore leaves
+//! nothing behind and the images intact, every error is one line naming what and where).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CRUST: &str = env!("CARGO_BIN_EXE_crust");
+
+/// Restored tasks are re-parented to us when `crust restore -d` exits, so we can reap them.
+fn subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+}
+
+/// A python victim: runs `setup`, then prints "ready" and blocks reading stdin; each line read
+/// is evaluated and its result printed, so a test can ask the victim about its own state.
+fn victim(setup: &str) -> Child {
+    let script = format!(
+        "import os, sys, socket, signal\n{setup}\nprint('ready', flush=True)\n\
+         for line in sys.stdin:\n    print(eval(line), flush=True)\n"
+    );
+    let mut c = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed by these tests");
+    let mut out = c.stdout.take().unwrap();
+    assert_eq!(read_line(&mut out), "ready");
+    c.stdout = Some(out);
+    c
+}
+
+fn read_line(r: &mut impl std::io::Read) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while r.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+fn crust(args: &[&str], fault: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(CRUST);
+    cmd.args(args);
+    if let Some(f) = fault {
+        cmd.env("CRUST_FAULT", f);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+fn state(pid: u32) -> Option<(char, String)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let st = status
+        .lines()
+        .find(|l| l.starts_with("State:"))?
+        .split_whitespace()
+        .nth(1)?
+        .chars()
+        .next()?;
+    let tracer = status
+        .lines()
+        .find(|l| l.starts_with("TracerPid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .to_string();
+    Some((st, tracer))
+}
+
+/// The victim is alive, not traced, and still answers.
+fn assert_untouched(c: &mut Child) {
+    let pid = c.id();
+    let (st, tracer) = state(pid).expect("victim is gone");
+    assert_eq!(tracer, "0", "victim {pid} still traced");
+    assert_ne!(st, 'Z', "victim {pid} is a zombie");
+    use std::io::Write;
+    c.stdin.as_mut().unwrap().write_all(b"1+1\n").unwrap();
+    assert_eq!(read_line(c.stdout.as_mut().unwrap()), "2");
+}
+
+fn one_line(msg: &str) {
+    assert_eq!(msg.lines().count(), 1, "not one line: {msg:?}");
+    assert!(!msg.contains("panicked"), "{msg}");
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "img" || e == "tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn kill(c: &mut Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+#[test]
+fn dump_of_a_missing_pid_names_it() {
+    let d = tmpdir();
+    let (ok, msg) = crust(
+        &["dump", "-t", "2147480000", "-D", d.path().to_str().unwrap()],
+        None,
+    );
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains("pid 2147480000: no such process"), "{msg}");
+}
+
+#[test]
+fn unsupported_fd_is_named_and_target_keeps_running() {
+    let mut v = victim("s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfd = s.fileno()");
+    let d = tmpdir();
+    let pid = v.id().to_string();
+    let (ok, msg) = crust(
+        &["dump", "-t", &pid, "-D", d.path().to_str().unwrap()],
+        None,
+    );
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains(&format!("pid {pid} fd ")), "{msg}");
+    assert!(msg.contains("socket:["), "{msg}");
+    assert!(msg.contains("not supported"), "{msg}");
+    assert_untouched(&mut v);
+    assert!(files_in(d.path()).is_empty(), "{:?}", files_in(d.path()));
+    kill(&mut v);
+}
+
+#[test]
+fn failed_dump_at_every_fault_point_leaves_target_running() {
+    for point in [
+        "dump-after-seize",
+        "dump-after-pages",
+        "dump-before-inventory",
+    ] {
+        let mut v = victim("x = bytearray(b'crust' * 100000)");
+        let d = tmpdir();
+        let pid = v.id().to_string();
+        let (ok, msg) = crust(
+            &["dump", "-t", &pid, "-D", d.path().to_str().unwrap()],
+            Some(point),
+        );
+        assert!(!ok, "{point}: dump succeeded");
+        one_line(&msg);
+        assert!(msg.contains(point), "{msg}");
+        assert_untouched(&mut v);
+        assert!(
+            files_in(d.path()).is_empty(),
+            "{point}: left {:?}",
+            files_in(d.path())
+        );
+        kill(&mut v);
+    }
+}
+
+/// Dumps a victim (killing it), reaps it, and returns the image dir and its pid.
+fn dumped(setup: &str) -> (tempfile::TempDir, u32) {
+    let mut v = victim(setup);
+    let d = tmpdir();
+    let pid = v.id();
+    let (ok, msg) = crust(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            d.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{msg}");
+    v.wait().unwrap();
+    (d, pid)
+}
+
+fn reap(pid: u32) {
+    // SAFETY-free: nix wrappers.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+}
+
+fn wait_gone(pid: u32) {
+    for _ in 0..200 {
+        if state(pid).is_none() {
+            return;
+        }
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid as i32),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("pid {pid} still exists: {:?}", state(pid));
+}
+
+fn digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_in(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+#[test]
+fn failed_restore_leaves_nothing_and_images_intact() {
+    subreaper();
+    for point in [
+        "restore-after-fork",
+        "restore-after-mm",
+        "restore-before-release",
+    ] {
+        let (d, pid) = dumped("x = 42");
+        let before = digest(d.path());
+        let (ok, msg) = crust(
+            &["restore", "-D", d.path().to_str().unwrap(), "-d"],
+            Some(point),
+        );
+        assert!(!ok, "{point}: restore succeeded");
+        one_line(&msg);
+        wait_gone(pid);
+        assert!(digest(d.path()) == before, "{point}: images changed");
+        // And the same images still restore.
+        let (ok, msg) = crust(&["restore", "-D", d.path().to_str().unwrap(), "-d"], None);
+        assert!(ok, "{point}: {msg}");
+        assert!(state(pid).is_some());
+        reap(pid);
+    }
+}
+
+#[test]
+fn restore_refuses_missing_incomplete_and_corrupt_dirs() {
+    let d = tmpdir();
+    let missing = d.path().join("nope");
+    let (ok, msg) = crust(&["restore", "-D", missing.to_str().unwrap(), "-d"], None);
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains("nope"), "{msg}");
+
+    let (ok, msg) = crust(&["restore", "-D", d.path().to_str().unwrap(), "-d"], None);
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains("inventory.img"), "{msg}");
+
+    let (img, pid) = dumped("x = 1");
+    let core = img.path().join(format!("core-{pid}.img"));
+    let len = std::fs::metadata(&core).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&core).unwrap();
+    f.set_len(len - 7).unwrap();
+    let (ok, msg) = crust(&["restore", "-D", img.path().to_str().unwrap(), "-d"], None);
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains(&format!("core-{pid}.img")), "{msg}");
+    assert!(msg.contains("offset"), "{msg}");
+    assert!(state(pid).is_none(), "a half-restored task exists");
+
+    let (img, pid) = dumped("x = 1");
+    let pm = img.path().join(format!("pagemap-{pid}.img"));
+    let mut bytes = std::fs::read(&pm).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&pm, &bytes).unwrap();
+    let (ok, msg) = crust(&["restore", "-D", img.path().to_str().unwrap(), "-d"], None);
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains("pagemap"), "{msg}");
+    assert!(state(pid).is_none(), "a half-restored task exists");
+}
+
+#[test]
+fn restore_refuses_a_taken_pid() {
+    subreaper();
+    let (d, pid) = dumped("x = 1");
+    let (ok, msg) = crust(&["restore", "-D", d.path().to_str().unwrap(), "-d"], None);
+    assert!(ok, "{msg}");
+    let (ok, msg) = crust(&["restore", "-D", d.path().to_str().unwrap(), "-d"], None);
+    assert!(!ok);
+    one_line(&msg);
+    assert!(msg.contains(&format!("pid {pid}: already in use")), "{msg}");
+    reap(pid);
+}
+
+#[test]
+fn round_trip_keeps_python_state_and_restore_waits_for_exit() {
+    subreaper();
+    let (d, pid) = dumped("data = list(range(100000))\nf = open('/etc/hostname')\nf.read(1)");
+    // Without -d crust waits for the task and exits with its status.
+    let img = d.path().to_str().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        Command::new(CRUST)
+            .args(["restore", "-D", &img])
+            .stdin(Stdio::null())
+            .status()
+            .unwrap()
+    });
+    for _ in 0..400 {
+        if state(pid).is_some_and(|(s, t)| s != 'Z' && t == "0") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The restored task reads stdin, which it inherited as a pipe from the dead python's
+    // parent... it was our pipe; it is gone, so the task sees EOF and exits 0.
+    let st = handle.join().unwrap();
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn check_reports_features() {
+    let out = Command::new(CRUST).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("pagemap_scan: ok"), "{text}");
+    let st = Command::new(CRUST)
+        .args(["check", "--feature", "no_such_thing"])
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(2));
+}
