@@ -275,57 +275,38 @@ pub(crate) fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<(), DumpE
         path: "pages image".into(),
         source,
     })?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
-        .min(chunks.len().max(1));
     let mem_path = format!("/proc/{pid}/mem");
     let mem = File::open(&mem_path).map_err(|source| DumpError::Io {
         pid,
         path: mem_path.clone().into(),
         source,
     })?;
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Result<(), DumpError> {
-                    let mut buf = vec![0u8; COPY_CHUNK as usize];
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(addr, len, off, readable)) = chunks.get(i) else {
-                            return Ok(());
-                        };
-                        let b = &mut buf[..len as usize];
-                        let io_err = |source| DumpError::Io {
-                            pid,
-                            path: format!("{mem_path} at {addr:#x}").into(),
-                            source,
-                        };
-                        let got = if readable {
-                            sys::process_vm_read(pid, addr, b).map_err(io_err)?
-                        } else {
-                            0
-                        };
-                        if got < b.len() {
-                            mem.read_exact_at(&mut b[got..], addr + got as u64)
-                                .map_err(io_err)?;
-                        }
-                        out.write_all_at(b, off).map_err(|source| DumpError::Io {
-                            pid,
-                            path: "pages image".into(),
-                            source,
-                        })?;
-                    }
-                })
+    crate::par::for_each(
+        &chunks,
+        || vec![0u8; COPY_CHUNK as usize],
+        |buf, &(addr, len, off, readable)| {
+            let b = &mut buf[..len as usize];
+            let io_err = |source| DumpError::Io {
+                pid,
+                path: format!("{mem_path} at {addr:#x}").into(),
+                source,
+            };
+            let got = if readable {
+                sys::process_vm_read(pid, addr, b).map_err(io_err)?
+            } else {
+                0
+            };
+            if got < b.len() {
+                mem.read_exact_at(&mut b[got..], addr + got as u64)
+                    .map_err(io_err)?;
+            }
+            out.write_all_at(b, off).map_err(|source| DumpError::Io {
+                pid,
+                path: "pages image".into(),
+                source,
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("page copy worker panicked"))
-            .collect::<Result<(), DumpError>>()
-    })
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,55 +575,37 @@ pub(crate) fn fill_pages(
             done += n;
         }
     }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
-        .min(chunks.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let fd = file.as_raw_fd();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| -> Result<(), RestoreError> {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(vaddr, off, len)) = chunks.get(i) else {
-                            return Ok(());
-                        };
-                        let io = |source| RestoreError::File {
-                            path: format!("{} at offset {off}", pages.display()),
-                            source,
-                        };
-                        let map = sys::Mapped::file(fd, off, len as usize).map_err(io)?;
-                        let data = map.as_slice();
-                        let mut done = 0;
-                        while done < data.len() {
-                            let n = sys::process_vm_write(pid, vaddr + done as u64, &data[done..])
-                                .map_err(|source| RestoreError::Layout {
-                                    pid,
-                                    what: format!(
-                                        "writing pages at {:#x}: {source}",
-                                        vaddr + done as u64
-                                    ),
-                                })?;
-                            if n == 0 {
-                                return Err(RestoreError::Layout {
-                                    pid,
-                                    what: format!("no progress writing pages at {vaddr:#x}"),
-                                });
-                            }
-                            done += n;
-                        }
+    crate::par::for_each(
+        &chunks,
+        || (),
+        |_, &(vaddr, off, len)| {
+            let io = |source| RestoreError::File {
+                path: format!("{} at offset {off}", pages.display()),
+                source,
+            };
+            let map = sys::Mapped::file(fd, off, len as usize).map_err(io)?;
+            let data = map.as_slice();
+            let mut done = 0;
+            while done < data.len() {
+                let at = vaddr + done as u64;
+                let n = sys::process_vm_write(pid, at, &data[done..]).map_err(|source| {
+                    RestoreError::Layout {
+                        pid,
+                        what: format!("writing pages at {at:#x}: {source}"),
                     }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("page fill worker panicked"))
-            .collect::<Result<(), RestoreError>>()
-    })
+                })?;
+                if n == 0 {
+                    return Err(RestoreError::Layout {
+                        pid,
+                        what: format!("no progress writing pages at {at:#x}"),
+                    });
+                }
+                done += n;
+            }
+            Ok(())
+        },
+    )
 }
 
 const FILL_CHUNK: u64 = 8 << 20;

@@ -1,0 +1,57 @@
+//! A tiny work queue over scoped threads, for copying memory on every core.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Runs `work` on every item, spread over up to `available_parallelism()` threads; each thread
+/// gets its own `state` (a buffer, say). Returns the first error.
+pub(crate) fn for_each<T: Sync, S, E: Send>(
+    items: &[T],
+    state: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, &T) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut st = state();
+                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        work(&mut st, item)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("worker thread panicked"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn visits_every_item_once_and_stops_on_error() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let items: Vec<u32> = (0..100).collect();
+        super::for_each(
+            &items,
+            || (),
+            |_, &i| -> Result<(), ()> {
+                seen.lock().unwrap().push(i);
+                Ok(())
+            },
+        )
+        .unwrap();
+        let mut v = seen.into_inner().unwrap();
+        v.sort();
+        assert_eq!(v, items);
+        let r = super::for_each(&items, || (), |_, &i| if i == 50 { Err(i) } else { Ok(()) });
+        assert_eq!(r, Err(50));
+    }
+}
