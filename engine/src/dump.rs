@@ -25,6 +25,8 @@ pub struct DumpOpts {
     pub images_dir: PathBuf,
     /// Resume the tree after dumping instead of killing it.
     pub leave_running: bool,
+    /// The tree is a job of a shell: its terminal, session and group lie outside it.
+    pub shell_job: bool,
 }
 
 /// What a successful dump wrote.
@@ -64,8 +66,8 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
         tracee: Some(tracee),
         scratch: None,
     };
-    let mut written = Written::new(&dir);
-    let result = collect_and_write(&mut task, &dir, &mut written);
+    let written = Written::new(&dir);
+    let result = collect_and_write(&mut task, opts, &dir);
     match result {
         Ok(report) => {
             let tracee = task.finish()?;
@@ -182,8 +184,8 @@ fn kernel_release() -> String {
 
 fn collect_and_write(
     task: &mut Frozen,
+    opts: &DumpOpts,
     dir: &ImageDir,
-    _written: &mut Written,
 ) -> Result<DumpReport, DumpError> {
     let pid = task.pid;
     if fault::hit("dump-after-seize") {
@@ -289,7 +291,7 @@ fn collect_and_write(
 
     crate::debug!("registers read");
     let mut next_id = 1;
-    let fds = files::dump(pid, &mut next_id)?;
+    let fds = files::dump(pid, opts.shell_job, &mut next_id)?;
     let fs = FsEntry {
         cwd: proc::readlink(format!("/proc/{pid}/cwd"))?,
         root: proc::readlink(format!("/proc/{pid}/root"))?,

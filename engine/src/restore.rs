@@ -37,6 +37,8 @@ use crate::{proc, regs, signals};
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOpts {
     pub images_dir: PathBuf,
+    /// The tree is a job of a shell: its terminal fds are reopened on crust's own terminal.
+    pub shell_job: bool,
 }
 
 /// The restored tree, running.
@@ -242,6 +244,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         &img.fdinfo,
         &files_img,
         &pipes,
+        opts.shell_job,
         &dir.file_path(ImageKind::Fdinfo, id),
     )?;
 

@@ -334,3 +334,47 @@ fn check_reports_features() {
         .unwrap();
     assert_eq!(st.code(), Some(2));
 }
+
+#[test]
+fn shell_job_moves_to_crusts_terminal() {
+    // A `cat` on one pseudo-terminal is dumped (refused without --shell-job), then restored
+    // by a crust running on another terminal, where it must echo what it reads.
+    let script = format!(
+        r#"
+import os, pty, subprocess, time, ctypes
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+C = {CRUST:?}
+m, s = pty.openpty()
+p = subprocess.Popen(["cat"], stdin=s, stdout=s, stderr=s, start_new_session=True)
+time.sleep(0.2)
+d = {dir:?}
+r = subprocess.run([C, "dump", "-t", str(p.pid), "-D", d], capture_output=True, text=True)
+assert r.returncode == 1 and "use --shell-job" in r.stderr, r.stderr
+r = subprocess.run([C, "dump", "-t", str(p.pid), "-D", d, "--shell-job"], capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+p.wait()
+m2, s2 = pty.openpty()
+r = subprocess.run([C, "restore", "-D", d, "-d", "--shell-job"], stdin=s2, stdout=s2, stderr=s2)
+assert r.returncode == 0
+assert os.readlink(f"/proc/{{p.pid}}/fd/0") == os.ttyname(s2)
+os.write(m2, b"crust\n")
+time.sleep(0.3)
+out = os.read(m2, 100)
+os.kill(p.pid, 9)
+assert out.count(b"crust") == 2, out
+print("ok")
+"#,
+        dir = tmpdir().keep().join("img").to_str().unwrap()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -27,7 +27,8 @@ struct Common {
     /// Verbosity 0..4, as `-v4` or `-v -v`.
     #[arg(short = 'v', num_args = 0..=1, default_missing_value = "4", value_parser = clap::value_parser!(u8).range(0..=4))]
     verbosity: Option<u8>,
-    /// Accepted for compatibility: the job's session and terminal are outside the tree.
+    /// The tree is a shell job: its session and terminal are outside the tree; restore puts
+    /// it on crust's own terminal.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
 }
@@ -139,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pid,
                 images_dir: common.images_dir.clone(),
                 leave_running,
+                shell_job: common.shell_job,
             };
             engine::dump(&opts).map_err(|e| anyhow::anyhow!("dump: {}", one_line(&e)))?;
             Ok(ExitCode::SUCCESS)
@@ -157,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             setup_log(&common)?;
             let opts = engine::RestoreOpts {
                 images_dir: common.images_dir.clone(),
+                shell_job: common.shell_job,
             };
             let r =
                 engine::restore(&opts).map_err(|e| anyhow::anyhow!("restore: {}", one_line(&e)))?;

@@ -27,7 +27,7 @@ pub(crate) struct FilesDump {
 }
 
 /// Reads the fd table of the frozen task `pid`. `next_id` numbers file descriptions.
-pub(crate) fn dump(pid: i32, next_id: &mut u32) -> Result<FilesDump, DumpError> {
+pub(crate) fn dump(pid: i32, shell_job: bool, next_id: &mut u32) -> Result<FilesDump, DumpError> {
     let mut out = FilesDump::default();
     // Representatives of each description seen so far, by (dev, ino): (fd, id).
     let mut seen: HashMap<(u64, u64), Vec<(i32, u32)>> = HashMap::new();
@@ -78,7 +78,9 @@ pub(crate) fn dump(pid: i32, next_id: &mut u32) -> Result<FilesDump, DumpError> 
                     }
                     file_entry::Kind::Pipe(end)
                 } else {
-                    file_entry::Kind::Reg(reg::dump(pid, fd, &target, &link_path, &md, &info)?)
+                    file_entry::Kind::Reg(reg::dump(
+                        shell_job, pid, fd, &target, &link_path, &md, &info,
+                    )?)
                 };
                 out.files.push(FileEntry {
                     id,
@@ -142,6 +144,7 @@ pub(crate) fn plan(
     fdinfo: &[FdinfoEntry],
     files: &[FileEntry],
     pipes: &[PipeData],
+    shell_job: bool,
     image: &std::path::Path,
 ) -> Result<Vec<FdOp>, RestoreError> {
     let bad = |what: String| RestoreError::BadImage {
@@ -168,7 +171,7 @@ pub(crate) fn plan(
                 .find(|f| f.id == e.id)
                 .ok_or_else(|| bad(format!("fd {fd} names file id {} which is missing", e.id)))?;
             match &f.kind {
-                Some(file_entry::Kind::Reg(r)) => ops.push(reg::plan(r, fd, image)?),
+                Some(file_entry::Kind::Reg(r)) => ops.push(reg::plan(r, fd, shell_job, image)?),
                 Some(file_entry::Kind::Pipe(p)) => {
                     if pipes_done.insert(p.pipe_ino, ()).is_none() {
                         ops.push(pipe::plan(p, fdinfo, files, pipes, image)?);

@@ -16,7 +16,30 @@ fn is_mem_device(md: &std::fs::Metadata) -> bool {
     major == 1 && matches!(minor, 3 | 5 | 7 | 8 | 9)
 }
 
+/// Terminals: pseudo-terminal slaves (major 136..143), virtual consoles and serial lines
+/// (major 4), /dev/tty and /dev/console (major 5).
+pub(crate) fn is_tty(md: &std::fs::Metadata) -> bool {
+    let major = libc::major(md.rdev());
+    md.file_type().is_char_device() && ((136..=143).contains(&major) || major == 4 || major == 5)
+}
+
+/// The terminal crust itself runs on (its first standard fd that is one), for `--shell-job`.
+pub(crate) fn own_terminal() -> Option<String> {
+    (0..3).find_map(|fd| {
+        let link = format!("/proc/self/fd/{fd}");
+        let md = std::fs::metadata(&link).ok()?;
+        if is_tty(&md) {
+            std::fs::read_link(&link)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        } else {
+            None
+        }
+    })
+}
+
 pub(crate) fn dump(
+    shell_job: bool,
     pid: i32,
     fd: i32,
     target: &str,
@@ -31,7 +54,12 @@ pub(crate) fn dump(
         why,
     };
     let ft = md.file_type();
-    if ft.is_char_device() && !is_mem_device(md) {
+    if is_tty(md) && !shell_job {
+        return Err(unsupported(Some(
+            "a terminal outside the dumped tree: use --shell-job".into(),
+        )));
+    }
+    if ft.is_char_device() && !is_mem_device(md) && !is_tty(md) {
         return Err(unsupported(Some("character device".into())));
     }
     if !(ft.is_file() || ft.is_dir() || ft.is_char_device()) {
@@ -60,7 +88,27 @@ pub(crate) fn dump(
     })
 }
 
-pub(crate) fn plan(r: &RegFile, fd: i32, image: &std::path::Path) -> Result<FdOp, RestoreError> {
+pub(crate) fn plan(
+    r: &RegFile,
+    fd: i32,
+    shell_job: bool,
+    image: &std::path::Path,
+) -> Result<FdOp, RestoreError> {
+    let saved_tty =
+        std::fs::metadata(&r.path).is_ok_and(|md| is_tty(&md)) || r.path.starts_with("/dev/pts/");
+    // A shell job's terminal is the one `crust restore` runs on, not the dumped one.
+    let path_str = if saved_tty && shell_job {
+        own_terminal().ok_or_else(|| RestoreError::File {
+            path: r.path.clone(),
+            source: std::io::Error::other("--shell-job, but crust runs on no terminal"),
+        })?
+    } else {
+        r.path.clone()
+    };
+    let r = &RegFile {
+        path: path_str,
+        ..r.clone()
+    };
     let path = CString::new(r.path.as_bytes()).map_err(|_| RestoreError::BadImage {
         image: image.to_owned(),
         what: format!("fd {fd}: path with a NUL byte"),
@@ -82,6 +130,11 @@ pub(crate) fn plan(r: &RegFile, fd: i32, image: &std::path::Path) -> Result<FdOp
         }
     }
     let seekable = md.is_file() || md.is_dir();
+    let flags = if saved_tty {
+        flags | libc::O_NOCTTY
+    } else {
+        flags
+    };
     Ok(FdOp::Open {
         path,
         flags,
