@@ -1,10 +1,16 @@
-//! Dump: freeze → collect → write images → kill (or resume with `--leave-running`).
+//! Dump: freeze the tree → collect → write images → kill (or resume with `--leave-running`).
 //!
-//! Until the inventory image is written nothing is final: any error resumes the task exactly as
-//! it was (registers, signal mask, stop state), removes the image files this dump wrote, and
+//! Freezing walks the tree from the root: every thread of a process is seized and interrupted,
+//! re-listing `/proc/PID/task` until no new thread appears; only then are its children read
+//! (a frozen process cannot fork any more), and they are frozen in turn. A task that exits
+//! meanwhile shows up as a zombie and is dumped as one.
+//!
+//! Until the inventory image is written nothing is final: any error resumes every task exactly
+//! as it was (registers, signal mask, stop state), removes the image files this dump wrote, and
 //! reports. The inventory is written last, so a directory without one is never taken for a
 //! complete dump.
 
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,10 +19,10 @@ use images::pb::{
     TaskCore, ThreadCore,
 };
 use images::{ImageDir, ImageKind};
-use parasite::{RemoteAddr, Tid, Tracee};
+use parasite::{ParasiteError, RemoteAddr, Tid, Tracee};
 
 use crate::error::{fault, DumpError};
-use crate::{files, mm, proc, regs, signals};
+use crate::{files, mm, proc, regs, signals, sys};
 
 /// Options of one dump, as `crust dump` takes them.
 #[derive(Debug, Clone, Default)]
@@ -44,69 +50,48 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
     if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(DumpError::NoSuchProcess { pid });
     }
-    let threads = proc::threads(pid)?;
-    if threads.len() > 1 {
-        return Err(DumpError::Unsupported {
-            pid,
-            what: format!("a multi-threaded process ({} threads)", threads.len()),
-        });
-    }
     let dir = ImageDir::create(&opts.images_dir)?;
-    crate::info!("dumping pid {pid} into {}", opts.images_dir.display());
-    let tracee = Tracee::seize(Tid(pid)).map_err(|source| match source {
-        parasite::ParasiteError::Seize { ref source, .. }
-            if source.raw_os_error() == Some(libc::ESRCH) =>
-        {
-            DumpError::NoSuchProcess { pid }
-        }
-        source => DumpError::Seize { pid, source },
-    })?;
-    let mut task = Frozen {
-        pid,
-        tracee: Some(tracee),
-        scratch: None,
-    };
+    crate::info!(
+        "dumping the tree of pid {pid} into {}",
+        opts.images_dir.display()
+    );
+    let mut tree = Tree::default();
+    if let Err(e) = tree.freeze(pid) {
+        tree.release_all();
+        return Err(e);
+    }
+    crate::debug!("frozen: {} processes", tree.procs.len());
     let written = Written::new(&dir);
-    let result = collect_and_write(&mut task, opts, &dir);
-    match result {
+    match write_tree(&mut tree, opts, &dir) {
         Ok(report) => {
-            let tracee = task.finish()?;
-            if opts.leave_running {
-                tracee.release()?;
-            } else {
-                tracee.kill_nowait();
-            }
+            tree.finish(opts.leave_running)?;
             crate::info!("dump of pid {pid} done: {} pages", report.pages);
             Ok(report)
         }
         Err(e) => {
             crate::error!("dump of pid {pid} failed: {e}");
             written.remove();
-            if let Ok(t) = task.finish() {
-                let _ = t.release();
-            }
+            tree.release_all();
             Err(e)
         }
     }
 }
 
-/// The frozen task and the scratch page crust mapped in it.
-struct Frozen {
+/// One frozen process of the tree.
+struct Proc {
     pid: i32,
-    tracee: Option<Tracee>,
+    stat: proc::Stat,
+    /// Seized threads, the leader first (unless it has exited).
+    threads: Vec<Tracee>,
+    /// A page crust mapped in the process for syscall arguments.
     scratch: Option<RemoteAddr>,
+    zombie: bool,
+    leader_exited: bool,
 }
 
-impl Frozen {
-    fn t(&mut self) -> &mut Tracee {
-        self.tracee.as_mut().expect("tracee present until finish")
-    }
-
+impl Proc {
     fn remote(&mut self, what: &'static str, nr: i64, args: [u64; 6]) -> Result<u64, DumpError> {
-        let pid = self.pid;
-        self.t()
-            .syscall_ok(nr, args)
-            .map_err(|source| DumpError::Remote { pid, what, source })
+        remote_in(&mut self.threads[0], self.pid, what, nr, args)
     }
 
     fn scratch(&mut self) -> Result<RemoteAddr, DumpError> {
@@ -120,8 +105,8 @@ impl Frozen {
                 0,
                 SCRATCH_LEN,
                 (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                // Shared: it never merges with a neighbouring private mapping, so the
-                // layout read beside it stays exact.
+                // Shared: it never merges with a neighbouring private mapping, so the layout
+                // read beside it stays exact.
                 (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
                 u64::MAX,
                 0,
@@ -131,8 +116,7 @@ impl Frozen {
         Ok(RemoteAddr(addr))
     }
 
-    /// Unmaps the scratch page; the tracee is handed back for release or kill.
-    fn finish(&mut self) -> Result<Tracee, DumpError> {
+    fn unmap_scratch(&mut self) -> Result<(), DumpError> {
         if let Some(s) = self.scratch.take() {
             self.remote(
                 "munmap of the scratch page",
@@ -140,7 +124,159 @@ impl Frozen {
                 [s.0, SCRATCH_LEN, 0, 0, 0, 0],
             )?;
         }
-        Ok(self.tracee.take().expect("finish called once"))
+        Ok(())
+    }
+}
+
+fn remote_in(
+    t: &mut Tracee,
+    pid: i32,
+    what: &'static str,
+    nr: i64,
+    args: [u64; 6],
+) -> Result<u64, DumpError> {
+    t.syscall_ok(nr, args)
+        .map_err(|source| DumpError::Remote { pid, what, source })
+}
+
+/// The frozen tree, parents before children.
+#[derive(Default)]
+struct Tree {
+    procs: Vec<Proc>,
+}
+
+fn seize_errno(e: &ParasiteError) -> Option<i32> {
+    match e {
+        ParasiteError::Seize { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+impl Tree {
+    fn freeze(&mut self, root: i32) -> Result<(), DumpError> {
+        let mut queue = VecDeque::from([root]);
+        let mut known = HashSet::from([root]);
+        while let Some(pid) = queue.pop_front() {
+            let stat = match proc::stat(pid) {
+                Ok(s) => s,
+                Err(_) if pid == root => return Err(DumpError::NoSuchProcess { pid }),
+                // Gone already: reaped by its parent before that was frozen.
+                Err(_) => continue,
+            };
+            let mut p = Proc {
+                pid,
+                stat,
+                threads: Vec::new(),
+                scratch: None,
+                zombie: false,
+                leader_exited: false,
+            };
+            if p.stat.state == 'Z' || p.stat.state == 'X' {
+                p.zombie = true;
+                self.procs.push(p);
+                continue;
+            }
+            let mut seen = HashSet::new();
+            loop {
+                let tids = match proc::threads(pid) {
+                    Ok(t) => t,
+                    Err(_) if p.threads.is_empty() => break,
+                    Err(e) => return Err(e.into()),
+                };
+                let new: Vec<i32> = tids.into_iter().filter(|t| seen.insert(*t)).collect();
+                if new.is_empty() {
+                    break;
+                }
+                for tid in new {
+                    match Tracee::seize(Tid(tid)) {
+                        Ok(t) => p.threads.push(t),
+                        // The thread exited between listing and seizing.
+                        Err(e) if seize_errno(&e) == Some(libc::ESRCH) => {}
+                        // An exited leader whose threads run on cannot be seized.
+                        Err(e) if seize_errno(&e) == Some(libc::EPERM) && tid == pid => {
+                            let st = proc::read(format!("/proc/{pid}/task/{pid}/stat"))
+                                .unwrap_or_default();
+                            if st.contains(") Z") {
+                                p.leader_exited = true;
+                            } else {
+                                return Err(DumpError::Seize { pid, source: e });
+                            }
+                        }
+                        Err(e) if tid == root => {
+                            return Err(if seize_errno(&e) == Some(libc::ESRCH) {
+                                DumpError::NoSuchProcess { pid }
+                            } else {
+                                DumpError::Seize { pid, source: e }
+                            })
+                        }
+                        Err(e) => return Err(DumpError::Seize { pid, source: e }),
+                    }
+                }
+            }
+            if p.threads.is_empty() {
+                // Exited while we looked: it is a zombie now (its parent is frozen).
+                match proc::stat(pid) {
+                    Ok(s) => {
+                        p.stat = s;
+                        p.zombie = true;
+                    }
+                    Err(_) => continue,
+                }
+                self.procs.push(p);
+                continue;
+            }
+            if p.leader_exited {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    what: "a thread group whose leader has exited".into(),
+                });
+            }
+            // Children, now that no thread of this process can fork any more.
+            let mut kids = Vec::new();
+            for t in &p.threads {
+                kids.extend(proc::children(pid, t.tid().0).unwrap_or_default());
+            }
+            kids.sort_unstable();
+            for k in kids {
+                if known.insert(k) {
+                    queue.push_back(k);
+                }
+            }
+            // Threads in tid order, the leader first.
+            p.threads.sort_by_key(|t| (t.tid().0 != pid, t.tid().0));
+            self.procs.push(p);
+        }
+        Ok(())
+    }
+
+    /// Resumes every task as it was (after a failure).
+    fn release_all(&mut self) {
+        for p in &mut self.procs {
+            if !p.threads.is_empty() {
+                let _ = p.unmap_scratch();
+            }
+            for t in p.threads.drain(..) {
+                let _ = t.release();
+            }
+        }
+    }
+
+    fn finish(&mut self, leave_running: bool) -> Result<(), DumpError> {
+        for p in &mut self.procs {
+            if !p.threads.is_empty() {
+                p.unmap_scratch()?;
+            }
+        }
+        for p in &mut self.procs {
+            if leave_running {
+                for t in p.threads.drain(..) {
+                    t.release()?;
+                }
+            } else if let Some(t) = p.threads.drain(..).next() {
+                t.kill_nowait();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -182,23 +318,155 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-fn collect_and_write(
-    task: &mut Frozen,
-    opts: &DumpOpts,
-    dir: &ImageDir,
-) -> Result<DumpReport, DumpError> {
-    let pid = task.pid;
+fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpReport, DumpError> {
     if fault::hit("dump-after-seize") {
         return Err(DumpError::Fault("dump-after-seize"));
     }
-    let children = proc::children(pid, pid)?;
-    if !children.is_empty() {
-        return Err(DumpError::Unsupported {
-            pid,
-            what: format!("a process with children ({children:?})"),
-        });
+    let root = opts.pid;
+    let mut files = files::FilesCtx::default();
+    let mut pstree = Vec::new();
+    let mut pages = 0;
+    let in_tree: HashSet<i32> = tree.procs.iter().map(|p| p.pid).collect();
+    for p in &mut tree.procs {
+        let ppid = p.stat.ppid;
+        let mut entry = PstreeEntry {
+            pid: p.pid,
+            ppid,
+            pgid: p.stat.pgid,
+            sid: p.stat.sid,
+            threads: p.threads.iter().map(|t| t.tid().0).collect(),
+            zombie: p.zombie,
+            exit_status: p.stat.exit_code,
+            exit_signal: p.stat.exit_signal,
+            subreaper: false,
+            leader_exited: p.leader_exited,
+        };
+        if p.pid != root && !in_tree.contains(&ppid) {
+            return Err(DumpError::Unsupported {
+                pid: p.pid,
+                what: format!("a task whose parent {ppid} is outside the tree"),
+            });
+        }
+        if !p.zombie {
+            let (n, subreaper) = dump_process(p, opts, dir, &mut files)?;
+            pages += n;
+            entry.subreaper = subreaper;
+        }
+        pstree.push(entry);
     }
-    let stat = proc::stat(pid)?;
+    if fault::hit("dump-after-pages") {
+        return Err(DumpError::Fault("dump-after-pages"));
+    }
+    dir.write(ImageKind::Files, None, &files.files)?;
+    dir.write(ImageKind::PipeData, None, &files.pipes)?;
+    dir.write(ImageKind::Pstree, None, &pstree)?;
+    if fault::hit("dump-before-inventory") {
+        return Err(DumpError::Fault("dump-before-inventory"));
+    }
+    let pids: Vec<i32> = pstree.iter().map(|p| p.pid).collect();
+    dir.write_one(
+        ImageKind::Inventory,
+        None,
+        &InventoryEntry {
+            format_version: images::FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel_release: kernel_release(),
+            root_pid: root,
+            pids: pids.clone(),
+            dump_time_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+        },
+    )?;
+    Ok(DumpReport { pids, pages })
+}
+
+fn read_u64(t: &mut Tracee, at: RemoteAddr) -> Result<u64, DumpError> {
+    let mut b = [0u8; 8];
+    t.read_mem(at, &mut b)?;
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// The state of one thread, read while it is frozen.
+fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCore, DumpError> {
+    let tid = t.tid().0;
+    remote_in(
+        t,
+        pid,
+        "sigaltstack",
+        libc::SYS_sigaltstack,
+        [0, scratch.0, 0, 0, 0, 0],
+    )?;
+    let mut ss = [0u8; 24];
+    t.read_mem(scratch, &mut ss)?;
+    let altstack = SigAltStack {
+        ss_sp: u64::from_ne_bytes(ss[0..8].try_into().expect("8")),
+        ss_flags: i32::from_ne_bytes(ss[8..12].try_into().expect("4")),
+        ss_size: u64::from_ne_bytes(ss[16..24].try_into().expect("8")),
+    };
+    const PR_GET_TID_ADDRESS: u64 = 40;
+    remote_in(
+        t,
+        pid,
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        [PR_GET_TID_ADDRESS, scratch.0, 0, 0, 0, 0],
+    )?;
+    let clear_child_tid = read_u64(t, scratch)?;
+    let (robust_list, robust_list_len) =
+        sys::get_robust_list(tid).map_err(|source| DumpError::Io {
+            pid,
+            path: format!("robust list of thread {tid}").into(),
+            source,
+        })?;
+    let sched = sys::get_sched(tid).map_err(|source| DumpError::Io {
+        pid,
+        path: format!("scheduling of thread {tid}").into(),
+        source,
+    })?;
+    let comm = proc::read(format!("/proc/{pid}/task/{tid}/comm"))?
+        .trim_end_matches('\n')
+        .to_string();
+    let rseq_conf = t.rseq_configuration()?;
+    Ok(ThreadCore {
+        tid,
+        regs: Some(regs::to_image(t.orig_regs())),
+        xsave: t.get_xstate()?,
+        sigmask: t.orig_sigmask(),
+        pending: siginfos(t.pending_signals(false)?),
+        rseq: (rseq_conf.rseq_abi_pointer != 0).then_some(Rseq {
+            rseq_abi_pointer: rseq_conf.rseq_abi_pointer,
+            rseq_abi_size: rseq_conf.rseq_abi_size,
+            flags: rseq_conf.flags,
+            signature: rseq_conf.signature,
+        }),
+        altstack: Some(altstack),
+        clear_child_tid,
+        robust_list,
+        robust_list_len,
+        comm,
+        sched_policy: sched.policy,
+        sched_priority: sched.priority,
+        nice: sched.nice,
+        cpu_affinity: sched.affinity,
+    })
+}
+
+fn siginfos(v: Vec<[u8; parasite::SIGINFO_SIZE]>) -> Vec<SigInfo> {
+    v.into_iter()
+        .map(|raw| SigInfo { raw: raw.to_vec() })
+        .collect()
+}
+
+/// Dumps one live process; returns the number of pages saved and its subreaper flag.
+fn dump_process(
+    p: &mut Proc,
+    opts: &DumpOpts,
+    dir: &ImageDir,
+    files: &mut files::FilesCtx,
+) -> Result<(u64, bool), DumpError> {
+    let pid = p.pid;
     let status = proc::read(format!("/proc/{pid}/status"))?;
     let umask = proc::status_field(&status, "Umask")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
@@ -206,92 +474,46 @@ fn collect_and_write(
 
     // Layout first: the scratch page must not show up in it. The VmFlags come from smaps,
     // read beside the page copy below.
-    let brk = task.remote("brk(0)", libc::SYS_brk, [0; 6])?;
+    let brk = p.remote("brk(0)", libc::SYS_brk, [0; 6])?;
     let mut vmas = proc::maps(pid)?;
     for v in &vmas {
         mm::check_dumpable(pid, v)?;
     }
-
-    crate::debug!("layout read");
     // The scratch page before smaps: mmap needs the mm lock smaps holds while it walks.
-    let scratch = task.scratch()?;
+    let scratch = p.scratch()?;
     let smaps = std::thread::spawn(move || proc::smaps(pid));
-    let actions = signals::dump_actions(task.t(), pid, scratch)?;
-    task.remote(
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, scratch.0, 0, 0, 0, 0],
-    )?;
-    let mut ss = [0u8; 24];
-    task.t().read_mem(scratch, &mut ss)?;
-    let altstack = SigAltStack {
-        ss_sp: u64::from_ne_bytes(ss[0..8].try_into().expect("8")),
-        ss_flags: i32::from_ne_bytes(ss[8..12].try_into().expect("4")),
-        ss_size: u64::from_ne_bytes(ss[16..24].try_into().expect("8")),
-    };
-    task.remote(
+
+    let actions = signals::dump_actions(&mut p.threads[0], pid, scratch)?;
+    p.remote(
         "prctl(PR_GET_PDEATHSIG)",
         libc::SYS_prctl,
         [libc::PR_GET_PDEATHSIG as u64, scratch.0, 0, 0, 0, 0],
     )?;
-    let mut pd = [0u8; 4];
-    task.t().read_mem(scratch, &mut pd)?;
-    let pdeath_signal = i32::from_ne_bytes(pd);
-    let dumpable = task.remote(
+    let pdeath_signal = read_u64(&mut p.threads[0], scratch)? as i32;
+    p.remote(
+        "prctl(PR_GET_CHILD_SUBREAPER)",
+        libc::SYS_prctl,
+        [libc::PR_GET_CHILD_SUBREAPER as u64, scratch.0, 0, 0, 0, 0],
+    )?;
+    let subreaper = read_u64(&mut p.threads[0], scratch)? as i32 != 0;
+    let dumpable = p.remote(
         "prctl(PR_GET_DUMPABLE)",
         libc::SYS_prctl,
         [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
     )? != 0;
-    let personality = task.remote(
+    let personality = p.remote(
         "personality",
         libc::SYS_personality,
         [0xffff_ffff, 0, 0, 0, 0, 0],
     )? as u32;
+    let shared_pending = siginfos(p.threads[0].pending_signals(true)?);
+    let mut cores = Vec::with_capacity(p.threads.len());
+    for t in &mut p.threads {
+        cores.push(dump_thread(t, pid, scratch)?);
+    }
+    crate::debug!("pid {pid}: task state read");
 
-    crate::debug!("remote state read");
-    let t = task.t();
-    let xsave = t.get_xstate()?;
-    let rseq_conf = t.rseq_configuration()?;
-    let thread_pending = t.pending_signals(false)?;
-    let shared_pending = t.pending_signals(true)?;
-    let sigmask = t.orig_sigmask();
-    let regs = regs::to_image(t.orig_regs());
-    let to_siginfo = |v: Vec<[u8; parasite::SIGINFO_SIZE]>| {
-        v.into_iter()
-            .map(|raw| SigInfo { raw: raw.to_vec() })
-            .collect::<Vec<_>>()
-    };
-    let core = CoreEntry {
-        thread: Some(ThreadCore {
-            tid: pid,
-            regs: Some(regs),
-            xsave,
-            sigmask,
-            pending: to_siginfo(thread_pending),
-            rseq: (rseq_conf.rseq_abi_pointer != 0).then_some(Rseq {
-                rseq_abi_pointer: rseq_conf.rseq_abi_pointer,
-                rseq_abi_size: rseq_conf.rseq_abi_size,
-                flags: rseq_conf.flags,
-                signature: rseq_conf.signature,
-            }),
-            altstack: Some(altstack),
-            comm: stat.comm.clone(),
-            ..Default::default()
-        }),
-        task: Some(TaskCore {
-            pending_shared: to_siginfo(shared_pending),
-            personality,
-            umask,
-            exit_signal: stat.exit_signal,
-            pdeath_signal,
-            dumpable,
-            comm: stat.comm.clone(),
-        }),
-    };
-
-    crate::debug!("registers read");
-    let mut next_id = 1;
-    let fds = files::dump(pid, opts.shell_job, &mut next_id)?;
+    let fds = files.dump_task(pid, opts.shell_job)?;
     let fs = FsEntry {
         cwd: proc::readlink(format!("/proc/{pid}/cwd"))?,
         root: proc::readlink(format!("/proc/{pid}/root"))?,
@@ -304,64 +526,42 @@ fn collect_and_write(
         .collect::<Vec<_>>();
 
     // Memory contents.
-    crate::debug!("collected task state");
     let runs = mm::scan(pid, &vmas)?;
-    crate::debug!("scanned memory: {} runs", runs.len());
     let pagemap = mm::pagemap_entries(&runs);
     let pages_id = pid as u32;
     let pages_file = dir.create_pages(pages_id)?;
     mm::copy_pages(pid, &runs, &pages_file)?;
     drop(pages_file);
     dir.commit_pages(pages_id)?;
-    crate::debug!("pages written");
+    crate::debug!("pid {pid}: {} runs of pages written", runs.len());
     let smaps = smaps.join().expect("smaps reader panicked")?;
     mm::attach_flags(pid, &mut vmas, &smaps)?;
-    let mm_entry = mm::dump_layout(pid, &stat, brk, &vmas)?;
-    if fault::hit("dump-after-pages") {
-        return Err(DumpError::Fault("dump-after-pages"));
-    }
+    let mm_entry = mm::dump_layout(pid, &p.stat, brk, &vmas)?;
+
     let id = Some(pid as u32);
     dir.write_pagemap(pid as u32, &PagemapHead { pages_id }, &pagemap)?;
     dir.write_one(ImageKind::Mm, id, &mm_entry)?;
-    dir.write_one(ImageKind::Core, id, &core)?;
+    let comm = p.stat.comm.clone();
+    let mut task = Some(TaskCore {
+        pending_shared: shared_pending,
+        personality,
+        umask,
+        exit_signal: p.stat.exit_signal,
+        pdeath_signal,
+        dumpable,
+        comm,
+    });
+    for thread in cores {
+        let tid = thread.tid as u32;
+        let core = CoreEntry {
+            thread: Some(thread),
+            task: task.take(),
+        };
+        dir.write_one(ImageKind::Core, Some(tid), &core)?;
+    }
     dir.write(ImageKind::Sigacts, id, &actions)?;
-    dir.write(ImageKind::Fdinfo, id, &fds.fdinfo)?;
-    dir.write(ImageKind::Files, None, &fds.files)?;
-    dir.write(ImageKind::PipeData, None, &fds.pipes)?;
+    dir.write(ImageKind::Fdinfo, id, &fds)?;
     dir.write_one(ImageKind::Fs, id, &fs)?;
     dir.write(ImageKind::Rlimits, id, &rlimits)?;
-    dir.write(
-        ImageKind::Pstree,
-        None,
-        &[PstreeEntry {
-            pid,
-            ppid: stat.ppid,
-            pgid: stat.pgid,
-            sid: stat.sid,
-            threads: vec![pid],
-        }],
-    )?;
-    if fault::hit("dump-before-inventory") {
-        return Err(DumpError::Fault("dump-before-inventory"));
-    }
-    let pages: u64 = pagemap.iter().map(|e| e.nr_pages).sum();
-    dir.write_one(
-        ImageKind::Inventory,
-        None,
-        &InventoryEntry {
-            format_version: images::FORMAT_VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            kernel_release: kernel_release(),
-            root_pid: pid,
-            pids: vec![pid],
-            dump_time_ns: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
-        },
-    )?;
-    Ok(DumpReport {
-        pids: vec![pid],
-        pages,
-    })
+    Ok((pagemap.iter().map(|e| e.nr_pages).sum(), subreaper))
 }

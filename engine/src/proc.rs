@@ -186,6 +186,8 @@ pub struct Stat {
     pub pgid: i32,
     pub sid: i32,
     pub exit_signal: i32,
+    /// The wait status of an exited (zombie) task; 0 while it runs.
+    pub exit_code: i32,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -225,6 +227,7 @@ pub fn parse_stat(path: &Path, text: &str) -> Result<Stat, ProcError> {
         pgid: f(5)? as i32,
         sid: f(6)? as i32,
         exit_signal: f(38)? as i32,
+        exit_code: f(52).unwrap_or(0) as i32,
         start_code: f(26)?,
         end_code: f(27)?,
         start_stack: f(28)?,

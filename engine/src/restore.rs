@@ -1,22 +1,31 @@
-//! Restore: crust forks the task itself, with its saved pid (`clone3` with `set_tid`, Linux
-//! 5.5), lets the child reopen its files at their numbers (plain crust code, allocation-free),
-//! then takes it over as tracer and rebuilds its memory and state with remote syscalls:
+//! Restore: crust forks the tree itself, every task with its saved pid (`clone3` with
+//! `set_tid`, Linux 5.5), from a single-threaded point: crust forks the root, each task forks
+//! its own children in pid order (so parents, children and their order come back), zombies
+//! are forked and die with their saved status. Phases are sequenced by crust through futex
+//! words shared with every task:
 //!
-//! 1. map a two-page trampoline (`syscall` + a data page) where neither layout has anything;
-//! 2. unregister the child's rseq area (glibc's), or the kernel kills the task with SIGSEGV
-//!    once that memory is gone;
-//! 3. unmap everything else, move `[vvar]`, `[vvar_vclock]`, `[vdso]` to their saved places,
-//!    map and fill the saved VMAs (see [`crate::mm`]);
-//! 4. `PR_SET_MM_MAP` (mm fields, auxv, exe), signal dispositions, altstack, queued signals,
-//!    rlimits, umask, rseq registration, FPU/AVX state;
-//! 5. unmap the trampoline from itself; at the single-step trap that follows, set the final
-//!    registers and signal mask, and detach.
+//! 1. created: sessions (`setsid` by session leaders before they fork) and children exist;
+//! 2. groups: group leaders `setpgid(0, 0)`, then members join their group;
+//! 3. files: each task receives its descriptors from crust over a unix socket
+//!    (`SCM_RIGHTS`), where crust opened every file description of the tree once (so sharing
+//!    between fds and tasks, and the shared offset, come back by construction), moves them to
+//!    their numbers, sets cwd and name, and stops itself (SIGSTOP) once crust has seized it.
+//!
+//! Then crust, as tracer, takes every task over with remote syscalls:
+//! a two-page trampoline (`syscall` + data) where neither layout has anything; the child's
+//! rseq (glibc's) unregistered, or the kernel kills the task with SIGSEGV once that memory is
+//! gone; everything else unmapped; `[vvar]`, `[vvar_vclock]`, `[vdso]` moved to their saved
+//! places; the saved VMAs mapped and filled ([`crate::mm`]); `PR_SET_MM_MAP`; threads created
+//! with a remote `clone3(set_tid)`; dispositions, queued signals, rlimits, per-thread state;
+//! the trampoline unmaps itself and the final registers go in at the trap after it.
+//! All tasks are released together, only once every one is complete.
 //!
 //! Every image is read and checked before anything is created. A failure after the fork kills
-//! what was created; the images are never modified.
+//! everything that was created; the images are never modified.
 
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +37,7 @@ use images::{ImageDir, ImageKind, PAGE_SIZE};
 use parasite::{RemoteAddr, StopKind, Tid, Tracee, WaitStatus};
 
 use crate::error::{fault, RestoreError};
-use crate::files::{self, FdOp};
+use crate::files;
 use crate::mm::{self, rsys, MmFds};
 use crate::sys::{self, child};
 use crate::{proc, regs, signals};
@@ -45,13 +54,12 @@ pub struct RestoreOpts {
 #[derive(Debug, Clone)]
 pub struct Restored {
     pub root_pid: i32,
+    pub pids: Vec<i32>,
 }
 
-/// Everything one task's restore needs, read and checked before anything is created.
+/// Everything one live task's restore needs, read and checked before anything is created.
 struct TaskImages {
-    pid: i32,
-    pstree: PstreeEntry,
-    core: CoreEntry,
+    cores: Vec<CoreEntry>,
     mm: MmEntry,
     pagemap: Vec<PagemapEntry>,
     pages_path: Option<PathBuf>,
@@ -61,47 +69,58 @@ struct TaskImages {
     rlimits: Vec<RlimitEntry>,
 }
 
-fn load(dir: &ImageDir) -> Result<(TaskImages, Vec<FileEntry>, Vec<PipeData>), RestoreError> {
-    let inv = dir.read_inventory()?;
-    let pstree: Vec<PstreeEntry> = dir.read(ImageKind::Pstree, None)?;
-    let pstree_path = dir.file_path(ImageKind::Pstree, None);
-    let root = pstree
-        .iter()
-        .find(|p| p.pid == inv.root_pid)
-        .cloned()
-        .ok_or_else(|| RestoreError::BadImage {
-            image: pstree_path.clone(),
-            what: format!("no entry for the root pid {}", inv.root_pid),
-        })?;
-    if pstree.len() != 1 || root.pid <= 0 {
-        return Err(RestoreError::BadImage {
-            image: pstree_path,
-            what: format!("{} tasks (this engine restores one)", pstree.len()),
-        });
-    }
-    let pid = root.pid;
+/// One task of the tree as the restore plans it.
+struct Task {
+    entry: PstreeEntry,
+    /// None for a zombie.
+    images: Option<TaskImages>,
+    /// Indices of the children, in pid order.
+    children: Vec<usize>,
+    /// Where the task's descriptors sit while crust works on it (above all of its own).
+    svc_base: i32,
+    /// Placement of each descriptor crust sends: its number in the task and close-on-exec.
+    places: Vec<(i32, bool)>,
+    /// Crust's end of the fd transport (sent before the fork) and the task's end.
+    transport: Option<(OwnedFd, OwnedFd)>,
+    cwd: CString,
+    comm: CString,
+    mm_fds: MmFds,
+}
+
+fn bad(image: PathBuf, what: String) -> RestoreError {
+    RestoreError::BadImage { image, what }
+}
+
+fn load_task(dir: &ImageDir, e: &PstreeEntry) -> Result<TaskImages, RestoreError> {
+    let pid = e.pid;
     let id = Some(pid as u32);
-    let core: CoreEntry = dir.read_one(ImageKind::Core, id)?;
-    let core_path = dir.file_path(ImageKind::Core, id);
-    let thread = core.thread.as_ref().ok_or_else(|| RestoreError::BadImage {
-        image: core_path.clone(),
-        what: "no thread state".into(),
-    })?;
-    if thread.regs.is_none() || core.task.is_none() {
-        return Err(RestoreError::BadImage {
-            image: core_path,
-            what: "registers or task state missing".into(),
-        });
+    let mut cores = Vec::new();
+    for (i, &tid) in e.threads.iter().enumerate() {
+        let core: CoreEntry = dir.read_one(ImageKind::Core, Some(tid as u32))?;
+        let path = dir.file_path(ImageKind::Core, Some(tid as u32));
+        let ok = core
+            .thread
+            .as_ref()
+            .is_some_and(|t| t.regs.is_some() && t.tid == tid)
+            && (i != 0 || core.task.is_some());
+        if !ok {
+            return Err(bad(path, "thread or task state missing".into()));
+        }
+        cores.push(core);
+    }
+    if cores.first().is_none_or(|c| c.task.is_none()) || e.threads.first() != Some(&pid) {
+        return Err(bad(
+            dir.file_path(ImageKind::Pstree, None),
+            format!("pid {pid}: the leader thread must come first"),
+        ));
     }
     let mm: MmEntry = dir.read_one(ImageKind::Mm, id)?;
     check_layout(&mm, &dir.file_path(ImageKind::Mm, id))?;
     let (head, pagemap) = dir.read_pagemap(pid as u32)?;
     check_pages_in_vmas(&mm, &pagemap, &dir.file_path(ImageKind::Pagemap, id))?;
     let pages_path = (!pagemap.is_empty()).then(|| dir.pages_path(head.pages_id));
-    let images = TaskImages {
-        pid,
-        pstree: root,
-        core,
+    Ok(TaskImages {
+        cores,
         mm,
         pagemap,
         pages_path,
@@ -109,42 +128,38 @@ fn load(dir: &ImageDir) -> Result<(TaskImages, Vec<FileEntry>, Vec<PipeData>), R
         fs: dir.read_one(ImageKind::Fs, id)?,
         sigacts: dir.read(ImageKind::Sigacts, id)?,
         rlimits: dir.read(ImageKind::Rlimits, id)?,
-    };
-    let files = dir.read(ImageKind::Files, None)?;
-    let pipes = dir.read(ImageKind::PipeData, None)?;
-    Ok((images, files, pipes))
+    })
 }
 
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 
 /// VMAs sorted, page aligned, non-overlapping, inside the user address space.
 fn check_layout(mm: &MmEntry, image: &Path) -> Result<(), RestoreError> {
-    let bad = |what: String| RestoreError::BadImage {
-        image: image.to_owned(),
-        what,
-    };
     let mut prev_end = 0;
     for v in &mm.vmas {
         if v.kind() == images::pb::VmaKind::VmaVsyscall {
             continue;
         }
         if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end {
-            return Err(bad(format!(
-                "mapping {:#x}-{:#x} is malformed",
-                v.start, v.end
-            )));
+            return Err(bad(
+                image.into(),
+                format!("mapping {:#x}-{:#x} is malformed", v.start, v.end),
+            ));
         }
         if v.start < prev_end || v.end > TASK_SIZE {
-            return Err(bad(format!(
-                "mapping {:#x}-{:#x} overlaps another or leaves the address space",
-                v.start, v.end
-            )));
+            return Err(bad(
+                image.into(),
+                format!(
+                    "mapping {:#x}-{:#x} overlaps another or leaves the address space",
+                    v.start, v.end
+                ),
+            ));
         }
         if v.pgoff % PAGE_SIZE != 0 {
-            return Err(bad(format!(
-                "mapping {:#x}: unaligned file offset",
-                v.start
-            )));
+            return Err(bad(
+                image.into(),
+                format!("mapping {:#x}: unaligned file offset", v.start),
+            ));
         }
         prev_end = v.end;
     }
@@ -169,152 +184,13 @@ fn check_pages_in_vmas(
                 )
         });
         if !ok {
-            return Err(RestoreError::BadImage {
-                image: image.to_owned(),
-                what: format!("pages at {:#x}-{end:#x} lie outside any mapping", e.vaddr),
-            });
+            return Err(bad(
+                image.into(),
+                format!("pages at {:#x}-{end:#x} lie outside any mapping", e.vaddr),
+            ));
         }
     }
     Ok(())
-}
-
-/// A step the restore child runs, and what it is called in an error message.
-enum Step {
-    Fd(FdOp),
-    /// Open `path` read-only at service fd `fd`.
-    Service {
-        path: CString,
-        fd: i32,
-    },
-    Chdir(CString),
-    SetName(CString),
-    Session {
-        pid: i32,
-        pgid: i32,
-        sid: i32,
-    },
-}
-
-impl Step {
-    fn describe(&self) -> String {
-        match self {
-            Step::Fd(op) => op.describe(),
-            Step::Service { path, .. } => format!("opening {}", path.to_string_lossy()),
-            Step::Chdir(p) => format!("cwd {}", p.to_string_lossy()),
-            Step::SetName(_) => "comm".into(),
-            Step::Session { .. } => "session and process group".into(),
-        }
-    }
-
-    fn run(&self) -> child::Raw {
-        match self {
-            Step::Fd(op) => files::run_in_child(op),
-            Step::Service { path, fd } => {
-                let got = child::open(path, libc::O_RDONLY | libc::O_CLOEXEC, 0)? as i32;
-                files::place(got, *fd)
-            }
-            Step::Chdir(p) => child::chdir(p),
-            Step::SetName(n) => child::set_name(n),
-            Step::Session { pid, pgid, sid } => child::session(*pid, *pgid, *sid),
-        }
-    }
-}
-
-fn cstring(s: &str, image: &Path) -> Result<CString, RestoreError> {
-    CString::new(s).map_err(|_| RestoreError::BadImage {
-        image: image.to_owned(),
-        what: format!("path {s:?} holds a NUL byte"),
-    })
-}
-
-/// Restores the tree saved in `opts.images_dir`; on success it is running.
-pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
-    let dir = ImageDir::open(&opts.images_dir)?;
-    let (img, files_img, pipes) = load(&dir)?;
-    let pid = img.pid;
-    crate::info!("restoring pid {pid} from {}", opts.images_dir.display());
-    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        return Err(RestoreError::PidTaken {
-            pid,
-            comm: comm.trim().to_string(),
-        });
-    }
-    let id = Some(pid as u32);
-    let fd_ops = files::plan(
-        &img.fdinfo,
-        &files_img,
-        &pipes,
-        opts.shell_job,
-        &dir.file_path(ImageKind::Fdinfo, id),
-    )?;
-
-    // Service descriptors sit above every fd the task will have.
-    let max_fd = img.fdinfo.iter().map(|e| e.fd as i32).max().unwrap_or(2);
-    let svc_base = max_fd + 1;
-    let mut steps: Vec<Step> = Vec::new();
-    let mm_path = dir.file_path(ImageKind::Mm, id);
-    let mut next_svc = svc_base;
-    let mut svc = |path: &str, steps: &mut Vec<Step>| -> Result<i32, RestoreError> {
-        let fd = next_svc;
-        next_svc += 1;
-        steps.push(Step::Service {
-            path: cstring(path, &mm_path)?,
-            fd,
-        });
-        Ok(fd)
-    };
-    let exe = img.mm.exe.clone().unwrap_or_default();
-    check_file(&exe)?;
-    let exe_fd = svc(&exe.path, &mut steps)?;
-    let mut mapped = Vec::new();
-    for v in &img.mm.vmas {
-        if let Some(f) = &v.file {
-            if !mapped.iter().any(|(p, _)| p == &f.path) {
-                check_file(f)?;
-                let fd = svc(&f.path, &mut steps)?;
-                mapped.push((f.path.clone(), fd));
-            }
-        }
-    }
-    let ctl_min = next_svc;
-    steps.extend(fd_ops.into_iter().map(Step::Fd));
-    steps.push(Step::Session {
-        pid,
-        pgid: img.pstree.pgid,
-        sid: img.pstree.sid,
-    });
-    steps.push(Step::Chdir(cstring(
-        &img.fs.cwd,
-        &dir.file_path(ImageKind::Fs, id),
-    )?));
-    let comm = &img.core.task.as_ref().expect("checked in load").comm;
-    steps.push(Step::SetName(cstring(
-        comm,
-        &dir.file_path(ImageKind::Core, id),
-    )?));
-
-    let child_pid = spawn(pid, &steps, ctl_min)?;
-    let mut tracee = Tracee::from_stopped(Tid(child_pid), StopKind::Interrupted)?;
-    let fds = MmFds {
-        files: mapped,
-        exe: exe_fd,
-    };
-    match take_over(&mut tracee, &img, &fds, svc_base) {
-        Ok(()) => {
-            if fault::hit("restore-before-release") {
-                let _ = tracee.kill();
-                return Err(RestoreError::Fault("restore-before-release"));
-            }
-            tracee.release()?;
-            crate::info!("pid {pid} restored and running");
-            Ok(Restored { root_pid: pid })
-        }
-        Err(e) => {
-            crate::error!("restore of pid {pid} failed: {e}");
-            let _ = tracee.kill();
-            Err(e)
-        }
-    }
 }
 
 /// A file a mapping or the exe refers to must still be the one that was dumped.
@@ -339,114 +215,457 @@ fn check_file(f: &images::pb::FileId) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Creates the task with its saved pid and runs `steps` in it; returns once it sits in its
-/// SIGSTOP signal-delivery-stop, seized by crust.
-fn spawn(pid: i32, steps: &[Step], ctl_min: i32) -> Result<i32, RestoreError> {
-    let (sync_r, sync_w) =
-        sys::pipe_cloexec().map_err(|source| RestoreError::Clone { pid, source })?;
-    let (err_r, err_w) =
-        sys::pipe_cloexec().map_err(|source| RestoreError::Clone { pid, source })?;
-    let (sync_r_raw, err_w_raw) = (sync_r.as_raw_fd(), err_w.as_raw_fd());
-    let got = sys::fork_with_pid(pid, || child_main(steps, sync_r_raw, err_w_raw, ctl_min));
-    match got {
-        Ok(child_pid) => {
-            drop(sync_r);
-            drop(err_w);
-            let seized = Tracee::seize_running(Tid(child_pid));
-            let _ = nix::unistd::write(&sync_w, &[1]);
-            drop(sync_w);
-            if let Err(e) = seized {
-                sys::kill_and_reap(child_pid);
-                return Err(e.into());
-            }
-            let status = Tracee::wait_stop(Tid(child_pid), "restore setup");
-            match status {
-                Ok(WaitStatus::Stopped {
-                    sig: libc::SIGSTOP,
-                    event: 0,
-                }) => {
-                    if fault::hit("restore-after-fork") {
-                        sys::kill_and_reap(child_pid);
-                        return Err(RestoreError::Fault("restore-after-fork"));
-                    }
-                    Ok(child_pid)
-                }
-                Ok(other) => {
-                    sys::kill_and_reap(child_pid);
-                    Err(RestoreError::Died {
-                        pid,
-                        status: format!("{other:?}"),
-                    })
-                }
-                Err(_) => {
-                    let mut buf = [0u8; 8];
-                    let n = nix::unistd::read(&err_r, &mut buf).unwrap_or(0);
-                    if n == 8 {
-                        let idx = i32::from_ne_bytes(buf[..4].try_into().expect("4"));
-                        let errno = i32::from_ne_bytes(buf[4..].try_into().expect("4"));
-                        let what = steps
-                            .get(idx as usize)
-                            .map(Step::describe)
-                            .unwrap_or_else(|| "control descriptors".into());
-                        Err(RestoreError::ChildSetup {
-                            pid,
-                            what,
-                            source: std::io::Error::from_raw_os_error(errno),
-                        })
-                    } else {
-                        Err(RestoreError::Died {
-                            pid,
-                            status: "exited during setup".into(),
-                        })
-                    }
-                }
-            }
-        }
-        Err(source) if source.raw_os_error() == Some(libc::EEXIST) => Err(RestoreError::PidTaken {
-            pid,
-            comm: "?".into(),
-        }),
-        Err(source) => Err(RestoreError::Clone { pid, source }),
-    }
+fn cstring(s: &str, image: &Path) -> Result<CString, RestoreError> {
+    CString::new(s).map_err(|_| bad(image.into(), format!("{s:?} holds a NUL byte")))
 }
 
-/// The restore child: runs between clone3 and its SIGSTOP. Allocation-free.
-fn child_main(steps: &[Step], sync_r: i32, err_w: i32, ctl_min: i32) -> std::convert::Infallible {
-    let fail = |idx: i32, errno: i32, err_w: i32| -> ! {
-        let mut msg = [0u8; 8];
-        msg[..4].copy_from_slice(&idx.to_ne_bytes());
-        msg[4..].copy_from_slice(&errno.to_ne_bytes());
-        let _ = child::write_all(err_w, &msg);
-        child::exit(70)
-    };
-    let mut b = [0u8; 1];
-    let _ = child::read(sync_r, &mut b);
-    // Keep the error pipe above every fd the task and the service fds will use.
-    let err_w = match child::dup_above(err_w, ctl_min) {
-        Ok(fd) => fd as i32,
-        Err(e) => fail(-1, e, err_w),
-    };
-    if let Err(e) = child::close_range(0, (ctl_min - 1) as u32) {
-        fail(-1, e, err_w);
+/// Reads and checks every image, opens every file description, and plans each task.
+fn plan(dir: &ImageDir, opts: &RestoreOpts) -> Result<(Vec<Task>, i32), RestoreError> {
+    let inv = dir.read_inventory()?;
+    let pstree: Vec<PstreeEntry> = dir.read(ImageKind::Pstree, None)?;
+    let pstree_path = dir.file_path(ImageKind::Pstree, None);
+    let root = inv.root_pid;
+    if pstree.first().map(|e| e.pid) != Some(root) {
+        return Err(bad(
+            pstree_path,
+            format!("the root pid {root} must come first"),
+        ));
     }
-    // Crust's own dispositions (Rust ignores SIGPIPE) must not leak into the task.
-    child::reset_signals(signals::NSIG as i32);
-    for (i, s) in steps.iter().enumerate() {
-        if let Err(e) = s.run() {
-            fail(i as i32, e, err_w);
+    let index: HashMap<i32, usize> = pstree.iter().enumerate().map(|(i, e)| (e.pid, i)).collect();
+    if index.len() != pstree.len() || pstree.iter().any(|e| e.pid <= 0) {
+        return Err(bad(pstree_path, "duplicate or invalid pids".into()));
+    }
+    let files_img: Vec<FileEntry> = dir.read(ImageKind::Files, None)?;
+    let pipes: Vec<PipeData> = dir.read(ImageKind::PipeData, None)?;
+    let mut tasks = Vec::with_capacity(pstree.len());
+    for (i, e) in pstree.iter().enumerate() {
+        if i > 0 && !index.get(&e.ppid).is_some_and(|&p| p < i) {
+            return Err(bad(
+                pstree_path.clone(),
+                format!(
+                    "pid {}: parent {} is not before it in the tree",
+                    e.pid, e.ppid
+                ),
+            ));
+        }
+        let images = if e.zombie {
+            None
+        } else {
+            Some(load_task(dir, e)?)
+        };
+        tasks.push(Task {
+            entry: e.clone(),
+            images,
+            children: Vec::new(),
+            svc_base: 0,
+            places: Vec::new(),
+            transport: None,
+            cwd: CString::default(),
+            comm: CString::default(),
+            mm_fds: MmFds {
+                files: Vec::new(),
+                exe: -1,
+            },
+        });
+    }
+    for i in 1..tasks.len() {
+        let p = index[&tasks[i].entry.ppid];
+        tasks[p].children.push(i);
+    }
+    check_sessions(&tasks, &index, &pstree_path, opts)?;
+    for t in &tasks {
+        let pid = t.entry.pid;
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            return Err(RestoreError::PidTaken {
+                pid,
+                comm: comm.trim().to_string(),
+            });
         }
     }
+
+    // Every description of the tree, opened once in crust.
+    let descs = files::open_all(
+        &files_img,
+        &pipes,
+        opts.shell_job,
+        &dir.file_path(ImageKind::Files, None),
+    )?;
+    let mut opened: HashMap<String, OwnedFd> = HashMap::new();
+    for t in &mut tasks {
+        let Some(img) = &t.images else { continue };
+        let pid = t.entry.pid;
+        let id = Some(pid as u32);
+        let fdinfo_path = dir.file_path(ImageKind::Fdinfo, id);
+        let mut send: Vec<RawFd> = Vec::new();
+        for e in &img.fdinfo {
+            let fd = descs.get(&e.id).ok_or_else(|| {
+                bad(
+                    fdinfo_path.clone(),
+                    format!("fd {} names file id {} which is missing", e.fd, e.id),
+                )
+            })?;
+            if e.fd > i32::MAX as u32 / 2 {
+                return Err(bad(
+                    fdinfo_path.clone(),
+                    format!("fd {} out of range", e.fd),
+                ));
+            }
+            send.push(fd.as_raw_fd());
+            t.places
+                .push((e.fd as i32, e.fd_flags & libc::FD_CLOEXEC as u32 != 0));
+        }
+        let max_fd = img.fdinfo.iter().map(|e| e.fd as i32).max().unwrap_or(2);
+        t.svc_base = max_fd.max(2) + 1;
+        // Service descriptors: the exe and every mapped file, for PR_SET_MM_MAP and mmap.
+        let mut next = t.svc_base;
+        let mut service = |path: &str,
+                           send: &mut Vec<RawFd>,
+                           places: &mut Vec<(i32, bool)>|
+         -> Result<i32, RestoreError> {
+            if !opened.contains_key(path) {
+                let c = cstring(path, &dir.file_path(ImageKind::Mm, id))?;
+                let f = sys::open(&c, libc::O_RDONLY | libc::O_CLOEXEC).map_err(|source| {
+                    RestoreError::File {
+                        path: path.to_string(),
+                        source,
+                    }
+                })?;
+                opened.insert(path.to_string(), f);
+            }
+            send.push(opened[path].as_raw_fd());
+            places.push((next, true));
+            next += 1;
+            Ok(next - 1)
+        };
+        let exe = img.mm.exe.clone().unwrap_or_default();
+        check_file(&exe)?;
+        t.mm_fds.exe = service(&exe.path, &mut send, &mut t.places)?;
+        for v in &img.mm.vmas {
+            if let Some(f) = &v.file {
+                if !t.mm_fds.files.iter().any(|(p, _)| p == &f.path) {
+                    check_file(f)?;
+                    let fd = service(&f.path, &mut send, &mut t.places)?;
+                    t.mm_fds.files.push((f.path.clone(), fd));
+                }
+            }
+        }
+        let (ours, theirs) =
+            sys::fd_transport().map_err(|source| RestoreError::Clone { pid, source })?;
+        for chunk in send.chunks(sys::FDS_PER_MESSAGE) {
+            sys::send_fds(&ours, chunk).map_err(|source| RestoreError::ChildSetup {
+                pid,
+                what: "passing descriptors".into(),
+                source,
+            })?;
+        }
+        t.transport = Some((ours, theirs));
+        t.cwd = cstring(&img.fs.cwd, &dir.file_path(ImageKind::Fs, id))?;
+        let task_core = img.cores[0].task.as_ref().expect("checked in load");
+        t.comm = cstring(&task_core.comm, &dir.file_path(ImageKind::Core, id))?;
+    }
+    Ok((tasks, root))
+}
+
+/// Sessions are inherited through fork and process groups must exist in the session when a
+/// task joins them: check the saved ones can be rebuilt that way.
+fn check_sessions(
+    tasks: &[Task],
+    index: &HashMap<i32, usize>,
+    image: &Path,
+    opts: &RestoreOpts,
+) -> Result<(), RestoreError> {
+    let root = &tasks[0].entry;
+    for t in tasks.iter().skip(1) {
+        let e = &t.entry;
+        let parent = &tasks[index[&e.ppid]].entry;
+        if e.sid != e.pid && e.sid != parent.sid {
+            return Err(bad(
+                image.into(),
+                format!(
+                    "pid {}: session {} is neither its own nor its parent's (a session whose leader is gone is not supported yet)",
+                    e.pid, e.sid
+                ),
+            ));
+        }
+        let leader_ok = e.pgid == e.pid
+            || index
+                .get(&e.pgid)
+                .is_some_and(|&l| !tasks[l].entry.zombie && tasks[l].entry.sid == e.sid)
+            || (e.pgid == root.pgid && e.sid == root.sid);
+        if !leader_ok {
+            return Err(bad(
+                image.into(),
+                format!(
+                    "pid {}: process group {} has no live leader in its session (not supported yet)",
+                    e.pid, e.pgid
+                ),
+            ));
+        }
+    }
+    let _ = opts;
+    Ok(())
+}
+
+/// Progress words: what each task has reached, and what crust allows it to do next.
+const STAGE_GROUPS: u32 = 1;
+const STAGE_FILES: u32 = 2;
+const STAGE_STOP: u32 = 3;
+
+/// What the tasks share with crust during the fork phase.
+struct Ctl {
+    /// One word per task: crust's go-ahead.
+    go: sys::SharedWords,
+    /// Tasks write their index here when they reach a stage. Each task moves it out of the
+    /// way of its own descriptors, hence the atomic (each task has its own copy).
+    ready_w: std::sync::atomic::AtomicI32,
+}
+
+fn report(ctl: &Ctl, i: usize) {
+    let fd = ctl.ready_w.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = child::write_all(fd, &(i as u32).to_ne_bytes());
+}
+
+/// Body of every restored task between its fork and its SIGSTOP. Runs crust code in a
+/// single-threaded copy of crust; ends in SIGSTOP, or `_exit` on error (crust reports it).
+fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
+    let t = &tasks[i];
+    let e = &t.entry;
+    sys::block_all_signals();
+    if e.zombie {
+        sys::die_like(e.exit_status);
+    }
+    child::reset_signals(signals::NSIG as i32);
+    if e.sid == e.pid {
+        // SAFETY-free wrapper: becomes the leader of a new session.
+        let _ = child::session(e.pid, e.pgid, e.sid);
+    }
+    for &c in &t.children {
+        let ce = &tasks[c].entry;
+        match sys::fork_with_pid(ce.pid, ce.exit_signal, || task_main(tasks, c, ctl)) {
+            Ok(_) if ce.zombie => sys::await_zombie(ce.pid, ce.exit_signal),
+            Ok(_) => {}
+            Err(err) => child::exit(100 + err.raw_os_error().unwrap_or(0).min(100)),
+        }
+    }
+    report(ctl, i);
+    ctl.go.wait_at_least(i, STAGE_GROUPS);
+    if e.sid != e.pid {
+        let _ = child::session(e.pid, e.pgid, e.sid);
+    }
+    report(ctl, i);
+    ctl.go.wait_at_least(i, STAGE_FILES);
+    if let Err(errno) = receive_fds(t, ctl) {
+        child::exit(errno.clamp(1, 60));
+    }
+    if child::chdir(&t.cwd).is_err() {
+        child::exit(61);
+    }
+    let _ = child::set_name(&t.comm);
+    report(ctl, i);
+    ctl.go.wait_at_least(i, STAGE_STOP);
     let _ = child::stop_self();
     child::exit(71)
 }
 
-fn take_over(
-    t: &mut Tracee,
-    img: &TaskImages,
-    fds: &MmFds,
-    svc_base: i32,
+/// Takes the task's descriptors from its transport and puts each at its number.
+fn receive_fds(t: &Task, ctl: &Ctl) -> Result<(), i32> {
+    let Some((_, sock)) = &t.transport else {
+        return Ok(());
+    };
+    let ctl_min = t.places.iter().map(|p| p.0).max().unwrap_or(2) + 1;
+    let sock = child::dup_above(sock.as_raw_fd(), ctl_min)? as i32;
+    let ready = ctl.ready_w.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = child::dup_above(ready, ctl_min)? as i32;
+    ctl.ready_w
+        .store(ready, std::sync::atomic::Ordering::Relaxed);
+    let mut got: Vec<RawFd> = Vec::with_capacity(t.places.len());
+    while got.len() < t.places.len() {
+        let fds = sys::recv_fds(sock).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        if fds.is_empty() {
+            return Err(libc::EPROTO);
+        }
+        for fd in fds {
+            // Out of the way of every number the task will use.
+            let high = child::dup_above(fd, ctl_min)? as i32;
+            child::close(fd)?;
+            got.push(high);
+        }
+    }
+    // Everything crust's copy held below the high water mark goes.
+    child::close_range(0, (ctl_min - 1) as u32)?;
+    for (&fd, &(want, cloexec)) in got.iter().zip(&t.places) {
+        child::dup2(fd, want)?;
+        child::close(fd)?;
+        if cloexec {
+            child::fcntl(want, libc::F_SETFD, libc::FD_CLOEXEC as i64)?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores the tree saved in `opts.images_dir`; on success it is running.
+pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
+    let dir = ImageDir::open(&opts.images_dir)?;
+    let (tasks, root) = plan(&dir, opts)?;
+    crate::info!(
+        "restoring {} tasks (root {root}) from {}",
+        tasks.len(),
+        opts.images_dir.display()
+    );
+    // Orphans of a failed restore come to crust, which reaps them.
+    sys::become_subreaper();
+    let live: Vec<usize> = (0..tasks.len())
+        .filter(|&i| !tasks[i].entry.zombie)
+        .collect();
+    let go = sys::SharedWords::new(tasks.len())
+        .map_err(|source| RestoreError::Clone { pid: root, source })?;
+    let (ready_r, ready_w) =
+        sys::pipe_cloexec().map_err(|source| RestoreError::Clone { pid: root, source })?;
+    let ctl = Ctl {
+        go,
+        ready_w: std::sync::atomic::AtomicI32::new(ready_w.as_raw_fd()),
+    };
+    let root_entry = &tasks[0].entry;
+    let forked = sys::fork_with_pid(root, libc::SIGCHLD, || task_main(&tasks, 0, &ctl));
+    drop(ready_w);
+    if let Err(source) = forked {
+        return Err(if source.raw_os_error() == Some(libc::EEXIST) {
+            RestoreError::PidTaken {
+                pid: root,
+                comm: "?".into(),
+            }
+        } else {
+            RestoreError::Clone { pid: root, source }
+        });
+    }
+    let _ = root_entry;
+    let mut tracees: Vec<Option<Vec<Tracee>>> = (0..tasks.len()).map(|_| None).collect();
+    let result = run_phases(&tasks, &live, &ctl, &ready_r, &mut tracees).and_then(|()| {
+        if fault::hit("restore-after-fork") {
+            return Err(RestoreError::Fault("restore-after-fork"));
+        }
+        for &i in &live {
+            let threads = tracees[i].as_mut().expect("seized in run_phases");
+            take_over(threads, &tasks[i], i == 0)?;
+        }
+        if fault::hit("restore-before-release") {
+            return Err(RestoreError::Fault("restore-before-release"));
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            // Everything is in place: release all tasks together.
+            for ts in tracees.iter_mut().flatten() {
+                for t in ts.drain(..) {
+                    t.release()?;
+                }
+            }
+            let pids = tasks.iter().map(|t| t.entry.pid).collect();
+            crate::info!("tree of {root} restored and running");
+            Ok(Restored {
+                root_pid: root,
+                pids,
+            })
+        }
+        Err(e) => {
+            crate::error!("restore of {root} failed: {e}");
+            for t in &tasks {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(t.entry.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            drop(tracees);
+            sys::kill_and_reap(root);
+            sys::reap_all();
+            Err(e)
+        }
+    }
+}
+
+/// Sequences the fork phases and seizes every live task at its SIGSTOP.
+fn run_phases(
+    tasks: &[Task],
+    live: &[usize],
+    ctl: &Ctl,
+    ready_r: &OwnedFd,
+    tracees: &mut [Option<Vec<Tracee>>],
 ) -> Result<(), RestoreError> {
-    let pid = img.pid;
+    let root = tasks[0].entry.pid;
+    let wait_reports = |n: usize| -> Result<Vec<usize>, RestoreError> {
+        let mut out = Vec::with_capacity(n);
+        let mut buf = [0u8; 4];
+        while out.len() < n {
+            match nix::unistd::read(ready_r, &mut buf) {
+                Ok(4) => out.push(u32::from_ne_bytes(buf) as usize),
+                Ok(_) | Err(_) => {
+                    let dead = live
+                        .iter()
+                        .map(|&i| tasks[i].entry.pid)
+                        .find(|p| proc::stat(*p).map_or(true, |s| s.state == 'Z' || s.state == 'X'))
+                        .unwrap_or(root);
+                    return Err(RestoreError::Died {
+                        pid: dead,
+                        status: "a task of the tree exited while it was being created".into(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    };
+    // 1. Everything forked.
+    wait_reports(live.len())?;
+    // 2. Groups: leaders first, then members.
+    let (leaders, members): (Vec<usize>, Vec<usize>) = live
+        .iter()
+        .partition(|&&i| tasks[i].entry.pgid == tasks[i].entry.pid);
+    for group in [leaders, members] {
+        for &i in &group {
+            ctl.go.set(i, STAGE_GROUPS);
+        }
+        wait_reports(group.len())?;
+    }
+    // 3. Files, then each task is seized and let stop itself.
+    for &i in live {
+        ctl.go.set(i, STAGE_FILES);
+    }
+    for _ in 0..live.len() {
+        let i = wait_reports(1)?[0];
+        let pid = tasks[i].entry.pid;
+        Tracee::seize_running(Tid(pid))?;
+        ctl.go.set(i, STAGE_STOP);
+        match Tracee::wait_stop(Tid(pid), "restore setup") {
+            Ok(WaitStatus::Stopped {
+                sig: libc::SIGSTOP,
+                event: 0,
+            }) => {}
+            Ok(other) => {
+                return Err(RestoreError::Died {
+                    pid,
+                    status: format!("{other:?}"),
+                })
+            }
+            Err(_) => {
+                return Err(RestoreError::Died {
+                    pid,
+                    status: "exited while setting up its files and cwd".into(),
+                })
+            }
+        }
+        tracees[i] = Some(vec![Tracee::from_stopped(Tid(pid), StopKind::Interrupted)?]);
+    }
+    Ok(())
+}
+
+const MAP_FIXED_NOREPLACE: u64 = 0x100000;
+
+/// Rebuilds one process in its stopped restore child; `threads` holds its leader and receives
+/// the threads it creates.
+fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<(), RestoreError> {
+    let img = task.images.as_ref().expect("live task");
+    let pid = task.entry.pid;
+    let t = &mut threads[0];
     t.find_syscall_ip()?;
     // glibc's rseq area is about to disappear: unregister it first.
     let rseq = t.rseq_configuration()?;
@@ -474,7 +693,6 @@ fn take_over(
             pid,
             what: "no room for the trampoline".into(),
         })?;
-    const MAP_FIXED_NOREPLACE: u64 = 0x100000;
     let tramp = rsys(
         t,
         pid,
@@ -512,19 +730,149 @@ fn take_over(
         pid,
         &img.mm,
         &img.pagemap,
-        fds,
+        &task.mm_fds,
         img.pages_path.as_deref(),
         (tramp, tramp + tlen),
     )?;
     if fault::hit("restore-after-mm") {
         return Err(RestoreError::Fault("restore-after-mm"));
     }
-    set_mm_map(t, pid, &img.mm, fds.exe, data)?;
+    set_mm_map(t, pid, &img.mm, task.mm_fds.exe, data)?;
 
-    let thread = img.core.thread.as_ref().expect("checked in load");
-    let task = img.core.task.as_ref().expect("checked in load");
+    let task_core = img.cores[0].task.as_ref().expect("checked in load");
     signals::restore_actions(t, pid, data, &img.sigacts)?;
-    if let Some(ss) = &thread.altstack {
+    rsys(
+        t,
+        pid,
+        libc::SYS_personality,
+        [task_core.personality as u64, 0, 0, 0, 0, 0],
+        || "personality".into(),
+    )?;
+    // The root's parent is crust, not the one its death signal was meant for.
+    if !is_root {
+        rsys(
+            t,
+            pid,
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_PDEATHSIG as u64,
+                task_core.pdeath_signal as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+            || "prctl(PR_SET_PDEATHSIG)".into(),
+        )?;
+    }
+    if task.entry.subreaper {
+        rsys(
+            t,
+            pid,
+            libc::SYS_prctl,
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0, 0],
+            || "prctl(PR_SET_CHILD_SUBREAPER)".into(),
+        )?;
+    }
+    signals::restore_pending(t, pid, pid, data, &task_core.pending_shared, true)?;
+    // Service descriptors (exe, mapped files) go away.
+    rsys(
+        t,
+        pid,
+        libc::SYS_close_range,
+        [task.svc_base as u64, u32::MAX as u64, 0, 0, 0, 0],
+        || "close of service descriptors".into(),
+    )?;
+    rsys(
+        t,
+        pid,
+        libc::SYS_umask,
+        [task_core.umask as u64, 0, 0, 0, 0, 0],
+        || "umask".into(),
+    )?;
+    restore_rlimits(t, pid, data, &img.rlimits)?;
+
+    // The other threads, created by the leader with their saved tids.
+    for core in &img.cores[1..] {
+        let tid = core.thread.as_ref().expect("checked in load").tid;
+        let new = create_thread(&mut threads[0], pid, tid, data)?;
+        threads.push(new);
+    }
+    for (th, core) in threads.iter_mut().zip(&img.cores) {
+        restore_thread(th, pid, core, data)?;
+    }
+    if !task_core.dumpable {
+        rsys(
+            &mut threads[0],
+            pid,
+            libc::SYS_prctl,
+            [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0],
+            || "prctl(PR_SET_DUMPABLE)".into(),
+        )?;
+    }
+    // Last remote syscall: the trampoline unmaps itself. The single-step trap after it is
+    // where the final registers go in.
+    let t = &mut threads[0];
+    rsys(t, pid, libc::SYS_munmap, [tramp, tlen, 0, 0, 0, 0], || {
+        "munmap of the trampoline".into()
+    })?;
+    for (th, core) in threads.iter_mut().zip(&img.cores) {
+        let thread = core.thread.as_ref().expect("checked in load");
+        th.forget_mem();
+        let saved = regs::from_image(thread.regs.as_ref().expect("checked in load"));
+        th.set_final_regs(regs::for_resume(&saved));
+        th.set_final_sigmask(thread.sigmask);
+    }
+    Ok(())
+}
+
+/// `clone3({CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+/// CLONE_SYSVSEM, set_tid = [tid]})` run by the leader.
+fn create_thread(
+    leader: &mut Tracee,
+    pid: i32,
+    tid: i32,
+    data: RemoteAddr,
+) -> Result<Tracee, RestoreError> {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let set_tid_at = data.0 + 256;
+    let mut args = [0u64; 11];
+    args[0] = flags;
+    args[8] = set_tid_at;
+    args[9] = 1;
+    let raw: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    leader.write_mem(data, &raw)?;
+    leader.write_mem(RemoteAddr(set_tid_at), &tid.to_ne_bytes())?;
+    match leader.clone_thread(data, raw.len() as u64)? {
+        Ok(t) => Ok(t),
+        Err(errno) => Err(RestoreError::Remote {
+            pid,
+            what: format!("clone3 of thread {tid}"),
+            source: parasite::RemoteSyscallError::Failed {
+                tid: Tid(pid),
+                nr: libc::SYS_clone3,
+                source: std::io::Error::from_raw_os_error(-errno as i32),
+            },
+        }),
+    }
+}
+
+/// Per-thread state: altstack, clear_child_tid, robust list, rseq, name, scheduling, queued
+/// signals, FPU/AVX state.
+fn restore_thread(
+    t: &mut Tracee,
+    pid: i32,
+    core: &CoreEntry,
+    data: RemoteAddr,
+) -> Result<(), RestoreError> {
+    let th = core.thread.as_ref().expect("checked in load");
+    let tid = th.tid;
+    if let Some(ss) = &th.altstack {
         let mut raw = [0u8; 24];
         raw[0..8].copy_from_slice(&ss.ss_sp.to_ne_bytes());
         let flags = ss.ss_flags & (libc::SS_DISABLE | (1 << 31));
@@ -536,49 +884,36 @@ fn take_over(
             pid,
             libc::SYS_sigaltstack,
             [data.0, 0, 0, 0, 0, 0],
-            || "sigaltstack".into(),
+            || format!("sigaltstack of thread {tid}"),
         )?;
     }
     rsys(
         t,
         pid,
-        libc::SYS_personality,
-        [task.personality as u64, 0, 0, 0, 0, 0],
-        || "personality".into(),
+        libc::SYS_set_tid_address,
+        [th.clear_child_tid, 0, 0, 0, 0, 0],
+        || format!("set_tid_address of thread {tid}"),
     )?;
+    rsys(
+        t,
+        pid,
+        libc::SYS_set_robust_list,
+        [th.robust_list, th.robust_list_len, 0, 0, 0, 0],
+        || format!("set_robust_list of thread {tid}"),
+    )?;
+    let mut name = th.comm.as_bytes().to_vec();
+    name.truncate(15);
+    name.push(0);
+    t.write_mem(data, &name)?;
     rsys(
         t,
         pid,
         libc::SYS_prctl,
-        [
-            libc::PR_SET_PDEATHSIG as u64,
-            task.pdeath_signal as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
-        || "prctl(PR_SET_PDEATHSIG)".into(),
+        [libc::PR_SET_NAME as u64, data.0, 0, 0, 0, 0],
+        || format!("name of thread {tid}"),
     )?;
-    signals::restore_pending(t, pid, pid, data, &thread.pending, false)?;
-    signals::restore_pending(t, pid, pid, data, &task.pending_shared, true)?;
-    // Service descriptors (pages image, mapped files, exe, control pipes) go away.
-    rsys(
-        t,
-        pid,
-        libc::SYS_close_range,
-        [svc_base as u64, u32::MAX as u64, 0, 0, 0, 0],
-        || "close of service descriptors".into(),
-    )?;
-    rsys(
-        t,
-        pid,
-        libc::SYS_umask,
-        [task.umask as u64, 0, 0, 0, 0, 0],
-        || "umask".into(),
-    )?;
-    restore_rlimits(t, pid, data, &img.rlimits)?;
-    if let Some(r) = &thread.rseq {
+    signals::restore_pending(t, pid, tid, data, &th.pending, false)?;
+    if let Some(r) = &th.rseq {
         rsys(
             t,
             pid,
@@ -591,30 +926,21 @@ fn take_over(
                 0,
                 0,
             ],
-            || "rseq registration".into(),
+            || format!("rseq registration of thread {tid}"),
         )?;
     }
-    if !task.dumpable {
-        rsys(
-            t,
-            pid,
-            libc::SYS_prctl,
-            [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0],
-            || "prctl(PR_SET_DUMPABLE)".into(),
-        )?;
+    let sched = sys::Sched {
+        policy: th.sched_policy,
+        priority: th.sched_priority,
+        nice: th.nice,
+        affinity: th.cpu_affinity.clone(),
+    };
+    if let Err(e) = sys::set_sched(tid, &sched) {
+        crate::warn!("pid {pid} thread {tid}: scheduling not restored: {e}");
     }
-    if !thread.xsave.is_empty() {
-        t.set_xstate(&thread.xsave)?;
+    if !th.xsave.is_empty() {
+        t.set_xstate(&th.xsave)?;
     }
-    // Last remote syscall: the trampoline unmaps itself. The single-step trap after it is
-    // where the final registers go in.
-    rsys(t, pid, libc::SYS_munmap, [tramp, tlen, 0, 0, 0, 0], || {
-        "munmap of the trampoline".into()
-    })?;
-    t.forget_mem();
-    let saved = regs::from_image(thread.regs.as_ref().expect("checked in load"));
-    t.set_final_regs(regs::for_resume(&saved));
-    t.set_final_sigmask(thread.sigmask);
     Ok(())
 }
 

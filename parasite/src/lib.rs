@@ -436,6 +436,76 @@ impl Tracee {
         Ok(after.rax as i64)
     }
 
+    /// Runs `clone3(args, size)` inside the thread to create a new thread of its process, and
+    /// returns the new thread, seized and stopped at its first instruction (right after the
+    /// `syscall`). Needs nothing else from the caller: `PTRACE_O_TRACECLONE` is set here.
+    pub fn clone_thread(&mut self, args: RemoteAddr, size: u64) -> Result<Result<Tracee, i64>> {
+        let ip = self.find_syscall_ip()?;
+        let tid = self.tid;
+        sys::set_options(tid, sys::PTRACE_O_TRACECLONE)
+            .map_err(ptrace_err(tid, "PTRACE_SETOPTIONS"))?;
+        let mut regs = self.orig_regs;
+        regs.rax = libc::SYS_clone3 as u64;
+        regs.rdi = args.0;
+        regs.rsi = size;
+        regs.rip = ip.0;
+        regs.orig_rax = u64::MAX;
+        self.set_regs(&regs)?;
+        sys::singlestep(tid).map_err(ptrace_err(tid, "PTRACE_SINGLESTEP"))?;
+        let mut child = None;
+        loop {
+            let status = sys::wait(tid).map_err(ptrace_err(tid, "waitpid"))?;
+            match status {
+                WaitStatus::Stopped {
+                    sig: libc::SIGTRAP,
+                    event: sys::PTRACE_EVENT_CLONE,
+                } => {
+                    let new = sys::event_msg(tid).map_err(ptrace_err(tid, "PTRACE_GETEVENTMSG"))?;
+                    child = Some(Tid(new as i32));
+                    sys::singlestep(tid).map_err(ptrace_err(tid, "PTRACE_SINGLESTEP"))?;
+                }
+                WaitStatus::Stopped {
+                    sig: libc::SIGTRAP,
+                    event: 0,
+                } => break,
+                WaitStatus::Stopped { .. } => {
+                    return Err(ParasiteError::UnexpectedStop {
+                        tid,
+                        op: "remote clone3",
+                        status,
+                    })
+                }
+                _ => {
+                    return Err(ParasiteError::Gone {
+                        tid,
+                        op: "remote clone3",
+                        status,
+                    })
+                }
+            }
+        }
+        sys::set_options(tid, 0).map_err(ptrace_err(tid, "PTRACE_SETOPTIONS"))?;
+        let ret = self.get_regs()?.rax as i64;
+        let Some(new) = child else {
+            return Ok(Err(ret));
+        };
+        // The new thread reports its first stop once it is scheduled.
+        let status = sys::wait(new).map_err(ptrace_err(new, "waitpid"))?;
+        match status {
+            WaitStatus::Stopped { .. } => {}
+            _ => {
+                return Err(ParasiteError::Gone {
+                    tid: new,
+                    op: "new thread start",
+                    status,
+                })
+            }
+        }
+        let mut t = Tracee::from_stopped(new, StopKind::Interrupted)?;
+        t.syscall_ip = Some(ip);
+        Ok(Ok(t))
+    }
+
     /// Like [`Tracee::syscall`] but turns a negative result into an `io::Error`.
     pub fn syscall_ok(&mut self, nr: i64, args: [u64; 6]) -> Result<u64, RemoteSyscallError> {
         let r = self.syscall(nr, args).map_err(RemoteSyscallError::Ptrace)?;

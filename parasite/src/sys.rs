@@ -19,6 +19,10 @@ pub const PTRACE_CONT: libc::c_uint = 7;
 pub const PTRACE_SINGLESTEP: libc::c_uint = 9;
 pub const PTRACE_DETACH: libc::c_uint = 17;
 pub const PTRACE_EVENT_STOP: i32 = 128;
+pub const PTRACE_EVENT_CLONE: i32 = 3;
+pub const PTRACE_SETOPTIONS: libc::c_uint = 0x4200;
+pub const PTRACE_GETEVENTMSG: libc::c_uint = 0x4201;
+pub const PTRACE_O_TRACECLONE: u32 = 8;
 pub const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 pub const NT_PRSTATUS: usize = 1;
 pub const NT_X86_XSTATE: usize = 0x202;
@@ -51,6 +55,18 @@ fn raw(req: libc::c_uint, tid: Tid, addr: usize, data: usize) -> io::Result<libc
 /// `ptrace(PTRACE_SEIZE, tid, 0, opts)`
 pub fn seize(tid: Tid, opts: u32) -> io::Result<()> {
     raw(PTRACE_SEIZE, tid, 0, opts as usize).map(drop)
+}
+
+/// `ptrace(PTRACE_SETOPTIONS, tid, 0, opts)`
+pub fn set_options(tid: Tid, opts: u32) -> io::Result<()> {
+    raw(PTRACE_SETOPTIONS, tid, 0, opts as usize).map(drop)
+}
+
+/// `ptrace(PTRACE_GETEVENTMSG, tid, 0, &msg)`
+pub fn event_msg(tid: Tid) -> io::Result<u64> {
+    let mut msg = 0u64;
+    raw(PTRACE_GETEVENTMSG, tid, 0, &mut msg as *mut u64 as usize)?;
+    Ok(msg)
 }
 
 /// `ptrace(PTRACE_INTERRUPT, tid, 0, 0)`

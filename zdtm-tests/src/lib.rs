@@ -18,11 +18,17 @@
 //! c.finish();
 //! ```
 //!
+//! A program reports only after SIGTERM, never earlier: a setup error before
+//! [`ready`] is reported with [`fail`] right away (the harness then sees the
+//! program exit without a pidfile), and later failures are collected in a
+//! [`Checker`] and reported once SIGTERM has arrived.
+//!
 //! Signal masks are handled with the raw `rt_sigprocmask`/`rt_sigsuspend`
 //! system calls on the kernel's 64-bit sigset, not through glibc, because
 //! glibc silently drops its internal signals (32 and 33) from masks and a test
 //! of the signal mask must see exactly what the kernel holds.
 
+pub mod fd;
 pub mod maps;
 pub mod mem;
 pub mod pattern;
@@ -118,6 +124,7 @@ impl Args {
 }
 
 static ARGS: OnceLock<Args> = OnceLock::new();
+static SCRATCH_DIR: OnceLock<PathBuf> = OnceLock::new();
 static SIGTERM_FLAG: AtomicBool = AtomicBool::new(false);
 static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
@@ -144,6 +151,7 @@ pub fn start_with(sa_flags: libc::c_int) -> Args {
         }
     };
     let _ = ARGS.set(args.clone());
+    let _ = SCRATCH_DIR.set(scratch_dir());
     if let Err(e) = install_sigterm(sa_flags) {
         fail(format!("installing the SIGTERM handler: {e}"));
     }
@@ -456,9 +464,27 @@ macro_rules! check_eq {
     }};
 }
 
-/// A fresh path `DIR/zdtm-TAG-PID-RANDOM` in the temporary directory
-/// (`$TMPDIR`, default `/tmp`); nothing is created. The random part keeps
-/// names unique even when every test runs as pid 1 of its own namespace.
+/// Where [`temp_path`] puts files: the working directory the program was
+/// started in (the harness gives each trial its own, and removes it or keeps
+/// it with the logs, even when the program is killed before it can clean
+/// up), or the temporary directory if that one is not writable.
+fn scratch_dir() -> PathBuf {
+    let writable = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            // SAFETY: `c` is a valid NUL-terminated path.
+            .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+            .unwrap_or(false)
+    };
+    match std::env::current_dir() {
+        Ok(d) if writable(&d) => d,
+        _ => std::env::temp_dir(),
+    }
+}
+
+/// A fresh path `DIR/zdtm-TAG-PID-RANDOM`; nothing is created. `DIR` is
+/// the directory the program started in (see [`start`]) or, before
+/// [`start`], the temporary directory. The random part keeps names unique
+/// even when every test runs as pid 1 of its own namespace.
 pub fn temp_path(tag: &str) -> PathBuf {
     let mut r = [0u8; 8];
     // SAFETY: `r` is a writable buffer of exactly `r.len()` bytes.
@@ -473,7 +499,11 @@ pub fn temp_path(tag: &str) -> PathBuf {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     };
-    std::env::temp_dir().join(format!("zdtm-{tag}-{}-{rand:016x}", std::process::id()))
+    let dir = SCRATCH_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("zdtm-{tag}-{}-{rand:016x}", std::process::id()))
 }
 
 /// The system page size.

@@ -147,9 +147,9 @@ pub fn set_action(
     Ok(())
 }
 
-/// `SIGRTMIN + n` as the kernel numbers it (32 + n). glibc's `SIGRTMIN` is
-/// 34 because it keeps 32 and 33; tests use glibc's value so that glibc's
-/// own functions accept the numbers.
+/// glibc's `SIGRTMIN + n`. glibc keeps signals 32 and 33 for itself, so its
+/// `SIGRTMIN` is 34; tests use its numbering so that glibc functions
+/// (`sigqueue`, `sigaction`...) accept the signals.
 pub fn rtmin(n: libc::c_int) -> libc::c_int {
     libc::SIGRTMIN() + n
 }

@@ -6,15 +6,16 @@
 //! leave holes in the allocator's lists, and grows the break with `sbrk(2)`
 //! by hand, filling that area too.
 //!
-//! After restore: `sbrk(0)` (read before anything can allocate) must equal
-//! the value recorded at the dump, `start_brk` must be unchanged, every
+//! After restore: the kernel's break (`brk(0)`, read before anything can
+//! allocate) must equal the value recorded at the dump and agree with the
+//! one glibc caches for `sbrk(0)`, `start_brk` must be unchanged, every
 //! surviving block and the hand-grown area must hold their pattern, and the
 //! allocator and the break must still work: new allocations succeed and do
 //! not disturb old blocks, `free` accepts old and new blocks, and moving the
 //! break with `sbrk` moves it by exactly the amount asked.
 
 use zdtmtst::proc::{self, STAT_START_BRK};
-use zdtmtst::{check, check_eq, fail, pattern, Checker};
+use zdtmtst::{check, fail, pattern, Checker};
 
 const SEED: u64 = 0x4ea9_0000;
 /// Sizes cycled through; the last ones are above glibc's default mmap
@@ -75,6 +76,13 @@ fn sbrk(incr: isize) -> usize {
     unsafe { libc::sbrk(incr) as usize }
 }
 
+/// The kernel's program break (`brk(0)` as a raw system call; glibc's
+/// `sbrk(0)` only returns its cached copy).
+fn kernel_brk() -> usize {
+    // SAFETY: brk(0) never moves the break; it only reports it.
+    unsafe { libc::syscall(libc::SYS_brk, 0) as usize }
+}
+
 fn main() {
     zdtmtst::start();
 
@@ -108,15 +116,21 @@ fn main() {
 
     zdtmtst::ready();
     // Recorded after ready() so nothing allocates between this and the dump.
-    let brk_before = sbrk(0);
+    let brk_before = kernel_brk();
     zdtmtst::wait_for_sigterm();
-    let brk_after = sbrk(0);
+    let brk_after = kernel_brk();
 
     let mut c = Checker::new();
     check!(
         c,
         brk_after == brk_before,
-        "program break: expected {brk_before:#x}, found {brk_after:#x}"
+        "program break (brk(0)): expected {brk_before:#x}, found {brk_after:#x}"
+    );
+    let cached = sbrk(0);
+    check!(
+        c,
+        cached == brk_after,
+        "glibc's cached break (sbrk(0)) {cached:#x} differs from brk(0) {brk_after:#x}"
     );
     if let Some(sb) = c.ok("reading start_brk", proc::stat_u64(STAT_START_BRK)) {
         check!(
@@ -160,11 +174,21 @@ fn main() {
             }
         }
     }
-    let here = sbrk(0);
+    let here = kernel_brk();
     let step = 64 << 10;
     let old = sbrk(step as isize);
-    check_eq!(c, old, here, "sbrk({step}) return value after restore");
-    check_eq!(c, sbrk(0), here + step, "break after sbrk({step})");
+    check!(
+        c,
+        old == here,
+        "sbrk({step}) after restore returned {old:#x}, expected {here:#x}"
+    );
+    let now = kernel_brk();
+    check!(
+        c,
+        now == here + step,
+        "break after sbrk({step}): expected {:#x}, found {now:#x}",
+        here + step
+    );
     if c.passed() {
         // SAFETY: [here, here + step) was just added to the heap.
         let area = unsafe { pattern::words_mut(here, step) };
@@ -172,8 +196,14 @@ fn main() {
         if let Err(m) = pattern::verify(area, SEED ^ 1) {
             c.fail(format!("new brk area {m}"));
         }
-        check_eq!(c, sbrk(-(step as isize)), here + step, "sbrk(-{step})");
-        check_eq!(c, sbrk(0), here, "break after shrinking");
+        let old = sbrk(-(step as isize));
+        check!(c, old == here + step, "sbrk(-{step}) returned {old:#x}");
+        let now = kernel_brk();
+        check!(
+            c,
+            now == here,
+            "break after shrinking: expected {here:#x}, found {now:#x}"
+        );
     }
     for (i, b) in blocks.iter().enumerate() {
         if let Some(b) = b {

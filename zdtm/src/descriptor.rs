@@ -10,6 +10,29 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// A closed vocabulary: what its words are called and the words.
+#[derive(Debug)]
+pub struct Vocab {
+    pub what: &'static str,
+    pub words: &'static [&'static str],
+}
+
+/// Top-level keys.
+pub static KEY_VOCAB: Vocab = Vocab {
+    what: "key",
+    words: KEYS,
+};
+/// Keys of an `allow_diff` entry.
+pub static ALLOW_DIFF_KEY_VOCAB: Vocab = Vocab {
+    what: "key",
+    words: ALLOW_DIFF_KEYS,
+};
+/// Fields of the inspection an `allow_diff` entry may name.
+pub static FIELD_VOCAB: Vocab = Vocab {
+    what: "field",
+    words: engine::inspect::FIELDS,
+};
+
 /// Declares a closed vocabulary: an enum whose variants have one spelling each,
 /// with the list of spellings for validation and suggestions.
 macro_rules! closed_enum {
@@ -32,6 +55,8 @@ macro_rules! closed_enum {
             pub const NAMES: &'static [&'static str] = &[$($text,)+];
             /// What a value of this type is called in error messages.
             pub const WHAT: &'static str = $what;
+            /// The vocabulary, for validation.
+            pub const VOCAB: Vocab = Vocab { what: $what, words: Self::NAMES };
 
             /// The spelling used in descriptors and on the command line.
             pub fn as_str(self) -> &'static str {
@@ -346,8 +371,7 @@ impl Descriptor {
         }
         if self.flavors.is_empty() {
             return Err(invalid(
-                "`flavors` is empty: the test would never run (use the noauto flag instead)"
-                    .into(),
+                "`flavors` is empty: the test would never run (use the noauto flag instead)".into(),
             ));
         }
         for a in &self.allow_diff {
@@ -386,23 +410,22 @@ pub enum DescriptorError {
         source: serde_yaml::Error,
     },
     /// A key that the schema does not have, at `at` (`allow_diff[1]` or top level).
-    #[error("{}: unknown key `{key}`{}{}", path.display(), at_suffix(at), hint(suggestion, valid))]
+    #[error("{}: unknown key `{key}`{}{}", path.display(), at_suffix(at), hint(suggestion, vocab.words))]
     UnknownKey {
         path: PathBuf,
         at: Option<String>,
         key: String,
         suggestion: Option<String>,
-        valid: &'static [&'static str],
+        vocab: &'static Vocab,
     },
     /// A value outside a closed vocabulary (`what` is "flag", "group"...).
-    #[error("{}: unknown {what} `{value}` in `{key}`{}", path.display(), hint(suggestion, valid))]
+    #[error("{}: unknown {} `{value}` in `{key}`{}", path.display(), vocab.what, hint(suggestion, vocab.words))]
     UnknownValue {
         path: PathBuf,
         key: String,
-        what: &'static str,
         value: String,
         suggestion: Option<String>,
-        valid: &'static [&'static str],
+        vocab: &'static Vocab,
     },
     /// Wrong shape or missing required key.
     #[error("{}: {message}", path.display())]
@@ -449,19 +472,30 @@ pub fn suggest(word: &str, valid: &[&str]) -> Option<String> {
     let lower = word.to_ascii_lowercase();
     valid
         .iter()
-        .map(|v| (strsim::damerau_levenshtein(&lower, v), strsim::jaro_winkler(&lower, v), *v))
+        .map(|v| {
+            (
+                strsim::damerau_levenshtein(&lower, v),
+                strsim::jaro_winkler(&lower, v),
+                *v,
+            )
+        })
         .filter(|(dist, jw, v)| *dist <= (v.len().max(lower.len()) / 2).max(1) || *jw >= 0.8)
         .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
         .map(|(_, _, v)| v.to_string())
 }
 
-fn unknown_key(path: &Path, at: Option<String>, key: &str, valid: &'static [&'static str]) -> DescriptorError {
+fn unknown_key(
+    path: &Path,
+    at: Option<String>,
+    key: &str,
+    vocab: &'static Vocab,
+) -> DescriptorError {
     DescriptorError::UnknownKey {
         path: path.to_path_buf(),
         at,
         key: key.to_string(),
-        suggestion: suggest(key, valid),
-        valid,
+        suggestion: suggest(key, vocab.words),
+        vocab,
     }
 }
 
@@ -479,20 +513,24 @@ fn check_tree(path: &Path, value: &serde_yaml::Value) -> Result<(), DescriptorEr
                 "empty descriptor: `description` and `group` are required".into(),
             ))
         }
-        _ => return Err(invalid("a descriptor is a mapping of keys to values".into())),
+        _ => {
+            return Err(invalid(
+                "a descriptor is a mapping of keys to values".into(),
+            ))
+        }
     };
     for (k, v) in map {
         let Some(key) = k.as_str() else {
             return Err(invalid(format!("key {k:?} is not a string")));
         };
         if !KEYS.contains(&key) {
-            return Err(unknown_key(path, None, key, KEYS));
+            return Err(unknown_key(path, None, key, &KEY_VOCAB));
         }
         match key {
-            "group" => check_word::<Group>(path, key, v)?,
-            "flavors" => check_list::<Flavor>(path, key, v)?,
-            "flags" => check_list::<Flag>(path, key, v)?,
-            "features" => check_list::<Feature>(path, key, v)?,
+            "group" => check_in(path, key, v, &GROUP_VOCAB)?,
+            "flavors" => check_list(path, key, v, &FLAVOR_VOCAB)?,
+            "flags" => check_list(path, key, v, &FLAG_VOCAB)?,
+            "features" => check_list(path, key, v, &FEATURE_VOCAB)?,
             "allow_diff" => check_allow_diff(path, v)?,
             _ => {}
         }
@@ -500,60 +538,41 @@ fn check_tree(path: &Path, value: &serde_yaml::Value) -> Result<(), DescriptorEr
     Ok(())
 }
 
-/// Closed vocabularies checked by [`check_tree`].
-trait Vocabulary {
-    const NAMES: &'static [&'static str];
-    const WHAT: &'static str;
-}
-
-impl Vocabulary for Group {
-    const NAMES: &'static [&'static str] = Group::NAMES;
-    const WHAT: &'static str = Group::WHAT;
-}
-impl Vocabulary for Flavor {
-    const NAMES: &'static [&'static str] = Flavor::NAMES;
-    const WHAT: &'static str = Flavor::WHAT;
-}
-impl Vocabulary for Flag {
-    const NAMES: &'static [&'static str] = Flag::NAMES;
-    const WHAT: &'static str = Flag::WHAT;
-}
-impl Vocabulary for Feature {
-    const NAMES: &'static [&'static str] = Feature::NAMES;
-    const WHAT: &'static str = Feature::WHAT;
-}
-
-fn check_word<V: Vocabulary>(path: &Path, key: &str, v: &serde_yaml::Value) -> Result<(), DescriptorError> {
-    check_in(path, key, v, V::NAMES, V::WHAT)
-}
+static GROUP_VOCAB: Vocab = Group::VOCAB;
+static FLAVOR_VOCAB: Vocab = Flavor::VOCAB;
+static FLAG_VOCAB: Vocab = Flag::VOCAB;
+static FEATURE_VOCAB: Vocab = Feature::VOCAB;
 
 fn check_in(
     path: &Path,
     key: &str,
     v: &serde_yaml::Value,
-    valid: &'static [&'static str],
-    what: &'static str,
+    vocab: &'static Vocab,
 ) -> Result<(), DescriptorError> {
     // Wrong types are left to serde, which says what it expected.
     if let Some(s) = v.as_str() {
-        if !valid.contains(&s) {
+        if !vocab.words.contains(&s) {
             return Err(DescriptorError::UnknownValue {
                 path: path.to_path_buf(),
                 key: key.to_string(),
-                what,
                 value: s.to_string(),
-                suggestion: suggest(s, valid),
-                valid,
+                suggestion: suggest(s, vocab.words),
+                vocab,
             });
         }
     }
     Ok(())
 }
 
-fn check_list<V: Vocabulary>(path: &Path, key: &str, v: &serde_yaml::Value) -> Result<(), DescriptorError> {
+fn check_list(
+    path: &Path,
+    key: &str,
+    v: &serde_yaml::Value,
+    vocab: &'static Vocab,
+) -> Result<(), DescriptorError> {
     if let Some(seq) = v.as_sequence() {
         for item in seq {
-            check_word::<V>(path, key, item)?;
+            check_in(path, key, item, vocab)?;
         }
     }
     Ok(())
@@ -571,10 +590,10 @@ fn check_allow_diff(path: &Path, v: &serde_yaml::Value) -> Result<(), Descriptor
         for (k, v) in m {
             let Some(key) = k.as_str() else { continue };
             if !ALLOW_DIFF_KEYS.contains(&key) {
-                return Err(unknown_key(path, Some(at), key, ALLOW_DIFF_KEYS));
+                return Err(unknown_key(path, Some(at), key, &ALLOW_DIFF_KEY_VOCAB));
             }
             if key == "field" {
-                check_in(path, &format!("{at}.field"), v, engine::inspect::FIELDS, "field")?;
+                check_in(path, &format!("{at}.field"), v, &FIELD_VOCAB)?;
             }
         }
     }
@@ -633,7 +652,12 @@ locks: [loopback]
     fn unknown_key_suggests() {
         let e = parse("description: d\ngroup: misc\nflgs: [excl]\n").unwrap_err();
         match &e {
-            DescriptorError::UnknownKey { key, suggestion, at, .. } => {
+            DescriptorError::UnknownKey {
+                key,
+                suggestion,
+                at,
+                ..
+            } => {
                 assert_eq!(key, "flgs");
                 assert_eq!(suggestion.as_deref(), Some("flags"));
                 assert!(at.is_none());
@@ -641,18 +665,34 @@ locks: [loopback]
             other => panic!("{other:?}"),
         }
         let msg = e.to_string();
-        assert!(msg.starts_with("static/x.yaml: unknown key `flgs`"), "{msg}");
+        assert!(
+            msg.starts_with("static/x.yaml: unknown key `flgs`"),
+            "{msg}"
+        );
         assert!(msg.contains("did you mean `flags`?"), "{msg}");
         let e = parse("description: d\ngroup: misc\ntimout: 3\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::UnknownKey { suggestion: Some(s), .. } if s == "timeout"));
+        assert!(
+            matches!(&e, DescriptorError::UnknownKey { suggestion: Some(s), .. } if s == "timeout")
+        );
         let e = parse("description: d\ngroup: misc\nrestore_opt: []\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::UnknownKey { suggestion: Some(s), .. } if s == "restore_opts"));
+        assert!(
+            matches!(&e, DescriptorError::UnknownKey { suggestion: Some(s), .. } if s == "restore_opts")
+        );
     }
 
     #[test]
     fn unknown_key_without_plausible_suggestion_lists_valid() {
         let e = parse("description: d\ngroup: misc\nzzzzzzzzzzzz: 1\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::UnknownKey { suggestion: None, .. }), "{e:?}");
+        assert!(
+            matches!(
+                &e,
+                DescriptorError::UnknownKey {
+                    suggestion: None,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(e.to_string().contains("valid: description, group"), "{e}");
     }
 
@@ -660,9 +700,24 @@ locks: [loopback]
     fn unknown_values_suggest() {
         let cases = [
             ("group: memroy\n", "group", "memroy", Some("memory")),
-            ("group: misc\nflags: [exlc]\n", "flags", "exlc", Some("excl")),
-            ("group: misc\nflavors: [h, nss]\n", "flavors", "nss", Some("ns")),
-            ("group: misc\nfeatures: [predump]\n", "features", "predump", Some("pre-dump")),
+            (
+                "group: misc\nflags: [exlc]\n",
+                "flags",
+                "exlc",
+                Some("excl"),
+            ),
+            (
+                "group: misc\nflavors: [h, nss]\n",
+                "flavors",
+                "nss",
+                Some("ns"),
+            ),
+            (
+                "group: misc\nfeatures: [predump]\n",
+                "features",
+                "predump",
+                Some("pre-dump"),
+            ),
             (
                 "group: misc\nallow_diff: [{field: fd, reason: r}]\n",
                 "allow_diff[0].field",
@@ -695,7 +750,10 @@ locks: [loopback]
             .unwrap_err();
         match &e {
             DescriptorError::UnknownKey {
-                key, at, suggestion, ..
+                key,
+                at,
+                suggestion,
+                ..
             } => {
                 assert_eq!(key, "reson");
                 assert_eq!(at.as_deref(), Some("allow_diff[0]"));
@@ -713,20 +771,32 @@ locks: [loopback]
             "{e:?}"
         );
         let e = parse("description: d\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("group")));
+        assert!(
+            matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("group"))
+        );
         let e = parse("").unwrap_err();
-        assert!(matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("empty")));
+        assert!(
+            matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("empty"))
+        );
         let e = parse("description: d\ngroup: misc\ntimeout: soon\n").unwrap_err();
         assert!(matches!(&e, DescriptorError::Invalid { .. }), "{e:?}");
         let e = parse("description: d\ngroup: misc\ntimeout: 0\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("timeout")));
+        assert!(
+            matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("timeout"))
+        );
         let e = parse("description: d\ngroup: misc\nflavors: []\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("flavors")));
+        assert!(
+            matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("flavors"))
+        );
         let e = parse("description: \"a\\nb\"\ngroup: misc\n").unwrap_err();
-        assert!(matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("one line")));
+        assert!(
+            matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("one line"))
+        );
         let e = parse("description: d\ngroup: misc\nallow_diff: [{field: fds, reason: ''}]\n")
             .unwrap_err();
-        assert!(matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("reason")));
+        assert!(
+            matches!(&e, DescriptorError::Invalid { message, .. } if message.contains("reason"))
+        );
         let e = parse("- a\n- b\n").unwrap_err();
         assert!(matches!(&e, DescriptorError::Invalid { .. }));
     }
@@ -753,7 +823,10 @@ locks: [loopback]
         }
         assert_eq!("uns".parse::<Flavor>(), Ok(Flavor::Uns));
         let e = "hst".parse::<Flavor>().unwrap_err();
-        assert!(e.contains("did you mean `h`?") || e.contains("valid: h, ns, uns"), "{e}");
+        assert!(
+            e.contains("did you mean `h`?") || e.contains("valid: h, ns, uns"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct TestCase {
 /// A discovered test, or a descriptor that could not be used.
 #[derive(Debug)]
 pub enum Entry {
-    Test(TestCase),
+    Test(Box<TestCase>),
     Broken {
         name: String,
         error: DescriptorError,
@@ -98,17 +98,21 @@ pub fn discover(root: &Path) -> Result<Vec<Entry>, DiscoverError> {
             })?;
             let path = e.path();
             let (Some(stem), Some(ext)) = (
-                path.file_stem().and_then(|s| s.to_str()),
-                path.extension().and_then(|s| s.to_str()),
+                path.file_stem()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_string),
+                path.extension()
+                    .and_then(|s| s.to_str())
+                    .map(str::to_string),
             ) else {
                 continue;
             };
             if stem.starts_with('.') {
                 continue;
             }
-            match ext {
-                "rs" => found.entry(stem.to_string()).or_default().rs = true,
-                "yaml" | "yml" => found.entry(stem.to_string()).or_default().yaml = Some(path),
+            match ext.as_str() {
+                "rs" => found.entry(stem).or_default().rs = true,
+                "yaml" | "yml" => found.entry(stem).or_default().yaml = Some(path),
                 _ => {}
             }
         }
@@ -136,21 +140,19 @@ fn make_entry(dir: &Path, name: String, stem: String, f: Found) -> Entry {
             return Entry::Broken {
                 name,
                 error: DescriptorError::Invalid {
-                    message: format!(
-                        "no program: neither {stem}.rs beside it nor an `exec` key"
-                    ),
+                    message: format!("no program: neither {stem}.rs beside it nor an `exec` key"),
                     path,
                 },
             };
         }
     };
-    Entry::Test(TestCase {
+    Entry::Test(Box::new(TestCase {
         name,
         stem,
         descriptor,
         descriptor_path: f.yaml,
         program,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -166,7 +168,11 @@ mod tests {
         std::fs::write(s.join("a.rs"), "").unwrap();
         std::fs::write(s.join("a.yaml"), "description: a\ngroup: memory\n").unwrap();
         std::fs::write(s.join("b.rs"), "").unwrap();
-        std::fs::write(s.join("c.yaml"), "description: c\ngroup: fs\nexec: run.sh\n").unwrap();
+        std::fs::write(
+            s.join("c.yaml"),
+            "description: c\ngroup: fs\nexec: run.sh\n",
+        )
+        .unwrap();
         std::fs::write(s.join("d.yaml"), "description: d\ngroup: fs\nflagz: []\n").unwrap();
         std::fs::write(s.join("e.yaml"), "description: e\ngroup: fs\n").unwrap();
         std::fs::write(s.join("notes.txt"), "").unwrap();
@@ -187,13 +193,19 @@ mod tests {
                 "transition/z"
             ]
         );
-        let Entry::Test(a) = &entries[0] else { panic!() };
+        let Entry::Test(a) = &entries[0] else {
+            panic!()
+        };
         assert_eq!(a.descriptor.group, Group::Memory);
         assert_eq!(a.program, Program::Bin("a".into()));
-        let Entry::Test(b) = &entries[1] else { panic!() };
+        let Entry::Test(b) = &entries[1] else {
+            panic!()
+        };
         assert_eq!(b.descriptor.group, Group::Misc);
         assert!(b.descriptor_path.is_none());
-        let Entry::Test(c) = &entries[2] else { panic!() };
+        let Entry::Test(c) = &entries[2] else {
+            panic!()
+        };
         assert_eq!(c.program, Program::Exec(s.join("run.sh")));
         assert!(matches!(
             &entries[3],

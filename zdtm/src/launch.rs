@@ -142,8 +142,7 @@ fn spawn_init_and_wait(args: &LaunchArgs) -> Result<std::convert::Infallible> {
 
 fn exit_code(st: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    st.code()
-        .unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
@@ -173,19 +172,26 @@ fn map_user_ns(args: &LaunchArgs) -> Result<std::convert::Infallible> {
     loop {
         match std::fs::read_link(format!("/proc/{pid}/ns/user")) {
             Ok(ns) if ns != own => break,
-            _ if Instant::now() > deadline => bail!("stage {pid} did not unshare its user namespace"),
+            _ if Instant::now() > deadline => {
+                bail!("stage {pid} did not unshare its user namespace")
+            }
             _ => std::thread::sleep(Duration::from_millis(1)),
         }
         if let Some(st) = child.try_wait()? {
             std::process::exit(exit_code(st));
         }
     }
-    for (file, map) in [("uid_map", "0 0 4294967295\n"), ("gid_map", "0 0 4294967295\n")] {
+    for (file, map) in [
+        ("uid_map", "0 0 4294967295\n"),
+        ("gid_map", "0 0 4294967295\n"),
+    ] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, map).with_context(|| format!("write {path}"))?;
     }
     let mut stdin = child.stdin.take().context("stage stdin")?;
-    stdin.write_all(b"g").context("release the user namespace stage")?;
+    stdin
+        .write_all(b"g")
+        .context("release the user namespace stage")?;
     drop(stdin);
     let st = child.wait().context("wait for the user namespace stage")?;
     std::process::exit(exit_code(st));

@@ -89,7 +89,10 @@ impl From<ExitStatus> for Exit {
 pub fn wait_pid(pid: i32, deadline: Instant) -> nix::Result<Option<Exit>> {
     let mut backoff = Backoff::default();
     loop {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL))? {
+        match waitpid(
+            Pid::from_raw(pid),
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        )? {
             WaitStatus::Exited(_, code) => return Ok(Some(Exit::Code(code))),
             WaitStatus::Signaled(_, sig, _) => return Ok(Some(Exit::Signal(sig as i32))),
             _ => {}
@@ -112,6 +115,34 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Start time of `pid` (clock ticks since boot, field 22 of `/proc/PID/stat`):
+/// with the pid it identifies a process across pid reuse.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // rest[0] is field 3 (state), so field 22 is rest[19].
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A process identified across pid reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ident {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl Ident {
+    /// The process now running as `pid`, if any.
+    pub fn of(pid: i32) -> Option<Ident> {
+        start_time(pid).map(|start| Ident { pid, start })
+    }
+
+    /// Whether `pid` still names this very process (and it is not a zombie).
+    pub fn is_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start) && alive(self.pid)
+    }
+}
+
 /// Parent of `pid`, if it exists.
 pub fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -127,7 +158,10 @@ pub fn children(pid: i32) -> Vec<i32> {
     for e in rd.flatten() {
         let p = e.path().join("children");
         if let Ok(text) = std::fs::read_to_string(&p) {
-            out.extend(text.split_whitespace().filter_map(|t| t.parse::<i32>().ok()));
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|t| t.parse::<i32>().ok()),
+            );
         }
     }
     out
@@ -176,7 +210,10 @@ pub fn reap_gone(pids: &BTreeSet<i32>, deadline: Instant) -> Vec<i32> {
     let mut backoff = Backoff::default();
     loop {
         pending.retain(|&p| {
-            match waitpid(Pid::from_raw(p), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            match waitpid(
+                Pid::from_raw(p),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
                 Ok(WaitStatus::StillAlive) => true,
                 Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) => false,
                 Ok(_) => true,
@@ -189,6 +226,19 @@ pub fn reap_gone(pids: &BTreeSet<i32>, deadline: Instant) -> Vec<i32> {
             return pending;
         }
         backoff.sleep(deadline);
+    }
+}
+
+/// Reaps every zombie child left (orphans of tests re-parented to us). Only for
+/// the end of a run, when no trial is waiting for its own children any more.
+pub fn reap_orphans() {
+    while let Ok(st) = waitpid(
+        None::<Pid>,
+        Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+    ) {
+        if st == WaitStatus::StillAlive {
+            break;
+        }
     }
 }
 
@@ -252,14 +302,30 @@ mod tests {
 
     #[test]
     fn wait_pid_times_out_then_reaps() {
-        let child = Command::new("sleep").arg("0.3").spawn().unwrap();
+        let mut child = Command::new("sleep").arg("0.3").spawn().unwrap();
         let pid = child.id() as i32;
-        assert_eq!(wait_pid(pid, Instant::now() + Duration::from_millis(20)), Ok(None));
+        assert_eq!(
+            wait_pid(pid, Instant::now() + Duration::from_millis(20)),
+            Ok(None)
+        );
         assert_eq!(
             wait_pid(pid, Instant::now() + Duration::from_secs(5)),
             Ok(Some(Exit::Code(0)))
         );
         assert_eq!(wait_pid(pid, Instant::now()), Err(Errno::ECHILD));
+        // std's own wait now finds nothing to reap either.
+        assert!(child.wait().is_err());
+    }
+
+    #[test]
+    fn ident_survives_only_while_the_process_does() {
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let id = Ident::of(child.id() as i32).unwrap();
+        assert!(id.is_alive());
+        assert_eq!(Ident::of(child.id() as i32), Some(id));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!id.is_alive());
     }
 
     #[test]

@@ -6,12 +6,13 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 
-use images::pb::{file_entry, FdinfoEntry, FileEntry, PipeData, PipeEnd};
+use std::os::fd::OwnedFd;
 
-use super::FdOp;
+use images::pb::{PipeData, PipeEnd};
+
 use crate::error::{DumpError, RestoreError};
 use crate::proc::FdInfo;
-use crate::sys::{self, child};
+use crate::sys;
 
 pub(crate) fn dump(
     pid: i32,
@@ -72,84 +73,65 @@ impl NonBlock for std::fs::OpenOptions {
     }
 }
 
-/// Plans the creation of the pipe `end` belongs to, with both of its ends in this task.
-pub(crate) fn plan(
-    end: &PipeEnd,
-    fdinfo: &[FdinfoEntry],
-    files: &[FileEntry],
-    pipes: &[PipeData],
+/// Creates the pipe `ino` in crust with its capacity and queued data, and returns one
+/// descriptor per saved description of it (by file id), with its status flags.
+pub(crate) fn open(
+    ino: u64,
+    ends: &[(u32, &PipeEnd)],
+    data: Option<&PipeData>,
     image: &std::path::Path,
-) -> Result<FdOp, RestoreError> {
-    let mut read = (-1, 0);
-    let mut write = (-1, 0);
-    for e in fdinfo {
-        let Some(f) = files.iter().find(|f| f.id == e.id) else {
-            continue;
-        };
-        if let Some(file_entry::Kind::Pipe(p)) = &f.kind {
-            if p.pipe_ino != end.pipe_ino {
-                continue;
-            }
-            let slot = if p.write_end { &mut write } else { &mut read };
-            if slot.0 < 0 {
-                *slot = (e.fd as i32, super::reopen_flags(p.flags));
-            }
-        }
-    }
-    let data = pipes.iter().find(|d| d.pipe_ino == end.pipe_ino);
-    let (size, data) = match data {
-        Some(d) => (d.size as i32, d.data.clone()),
-        None => (0, Vec::new()),
+) -> Result<Vec<(u32, OwnedFd)>, RestoreError> {
+    let err = |what: &str, source| RestoreError::File {
+        path: format!("pipe:[{ino}] ({what})"),
+        source,
     };
-    if data.len() > size.max(0) as usize && size > 0 {
-        return Err(RestoreError::BadImage {
-            image: image.to_owned(),
-            what: format!(
-                "pipe:[{}] holds {} bytes, more than its capacity {size}",
-                end.pipe_ino,
-                data.len()
-            ),
-        });
-    }
-    Ok(FdOp::Pipe {
-        read_fd: read.0,
-        write_fd: write.0,
-        read_flags: read.1,
-        write_flags: write.1,
-        size,
-        data,
-    })
-}
-
-/// Creates the pipe in the restore child. Allocation-free.
-pub(crate) fn run_in_child(
-    read_fd: i32,
-    write_fd: i32,
-    read_flags: i32,
-    write_flags: i32,
-    size: i32,
-    data: &[u8],
-) -> child::Raw {
-    let [r, w] = child::pipe()?;
-    if size > 0 {
-        child::fcntl(w, libc::F_SETPIPE_SZ, size as i64)?;
-    }
-    child::write_all(w, data)?;
-    // Move both ends out of the way first, so placing one cannot clobber the other.
-    let hi = read_fd.max(write_fd).max(r).max(w) + 1;
-    let r2 = child::dup_above(r, hi)? as i32;
-    let w2 = child::dup_above(w, hi)? as i32;
-    child::close(r)?;
-    child::close(w)?;
-    for (got, want, flags) in [(r2, read_fd, read_flags), (w2, write_fd, write_flags)] {
-        if want < 0 {
-            child::close(got)?;
-            continue;
+    let (r, w) = sys::pipe_cloexec().map_err(|e| err("pipe", e))?;
+    if let Some(d) = data {
+        if d.size > 0 {
+            sys::set_pipe_size(w.as_raw_fd(), d.size as i32).map_err(|e| err("F_SETPIPE_SZ", e))?;
         }
-        child::dup2(got, want)?;
-        child::close(got)?;
-        // dup2 clears FD_CLOEXEC; status flags (O_NONBLOCK...) come from the dumped end.
-        child::fcntl(want, libc::F_SETFL, (flags & !libc::O_ACCMODE) as i64)?;
+        if d.data.len() > d.size.max(65536) as usize {
+            return Err(RestoreError::BadImage {
+                image: image.to_owned(),
+                what: format!(
+                    "pipe:[{ino}] holds {} bytes, more than its capacity {}",
+                    d.data.len(),
+                    d.size
+                ),
+            });
+        }
+        let mut f = std::fs::File::from(w.try_clone().map_err(|e| err("dup", e))?);
+        use std::io::Write;
+        f.write_all(&d.data).map_err(|e| err("refill", e))?;
     }
-    Ok(0)
+    let mut out = Vec::new();
+    let mut first_read = true;
+    let mut first_write = true;
+    for &(id, end) in ends {
+        let first = if end.write_end {
+            &mut first_write
+        } else {
+            &mut first_read
+        };
+        let base = if end.write_end { &w } else { &r };
+        // A second description of the same end: open the pipe again through /proc.
+        let fd = if *first {
+            *first = false;
+            base.try_clone().map_err(|e| err("dup", e))?
+        } else {
+            let mode = if end.write_end {
+                libc::O_WRONLY
+            } else {
+                libc::O_RDONLY
+            };
+            let path = std::ffi::CString::new(format!("/proc/self/fd/{}", base.as_raw_fd()))
+                .expect("no NUL");
+            sys::open(&path, mode | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .map_err(|e| err("reopen", e))?
+        };
+        sys::set_status_flags(&fd, super::reopen_flags(end.flags) & !libc::O_ACCMODE)
+            .map_err(|e| err("F_SETFL", e))?;
+        out.push((id, fd));
+    }
+    Ok(out)
 }

@@ -5,9 +5,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use images::pb::RegFile;
 
-use super::FdOp;
 use crate::error::{DumpError, RestoreError};
 use crate::proc::FdInfo;
+use std::os::fd::OwnedFd;
 
 /// /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom: major 1, and stateless.
 fn is_mem_device(md: &std::fs::Metadata) -> bool {
@@ -88,16 +88,12 @@ pub(crate) fn dump(
     })
 }
 
-pub(crate) fn plan(
-    r: &RegFile,
-    fd: i32,
-    shell_job: bool,
-    image: &std::path::Path,
-) -> Result<FdOp, RestoreError> {
+/// Opens the description in crust: same path, flags and offset.
+pub(crate) fn open(r: &RegFile, shell_job: bool) -> Result<OwnedFd, RestoreError> {
     let saved_tty =
-        std::fs::metadata(&r.path).is_ok_and(|md| is_tty(&md)) || r.path.starts_with("/dev/pts/");
+        r.path.starts_with("/dev/pts/") || std::fs::metadata(&r.path).is_ok_and(|md| is_tty(&md));
     // A shell job's terminal is the one `crust restore` runs on, not the dumped one.
-    let path_str = if saved_tty && shell_job {
+    let path = if saved_tty && shell_job {
         own_terminal().ok_or_else(|| RestoreError::File {
             path: r.path.clone(),
             source: std::io::Error::other("--shell-job, but crust runs on no terminal"),
@@ -105,19 +101,15 @@ pub(crate) fn plan(
     } else {
         r.path.clone()
     };
-    let r = &RegFile {
-        path: path_str,
-        ..r.clone()
-    };
-    let path = CString::new(r.path.as_bytes()).map_err(|_| RestoreError::BadImage {
-        image: image.to_owned(),
-        what: format!("fd {fd}: path with a NUL byte"),
-    })?;
-    let flags = super::reopen_flags(r.flags);
-    let md = std::fs::metadata(&r.path).map_err(|source| RestoreError::File {
-        path: r.path.clone(),
+    let file_err = |source| RestoreError::File {
+        path: path.clone(),
         source,
-    })?;
+    };
+    let mut flags = super::reopen_flags(r.flags);
+    if saved_tty {
+        flags |= libc::O_NOCTTY;
+    }
+    let md = std::fs::metadata(&path).map_err(file_err)?;
     // A file opened for reading only must still be the file that was dumped; one opened for
     // writing may legitimately have been changed by its writer.
     if let Some(id) = &r.file {
@@ -129,16 +121,12 @@ pub(crate) fn plan(
             });
         }
     }
+    let c = CString::new(path.as_bytes())
+        .map_err(|_| file_err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    let fd = crate::sys::open(&c, flags | libc::O_CLOEXEC).map_err(file_err)?;
     let seekable = md.is_file() || md.is_dir();
-    let flags = if saved_tty {
-        flags | libc::O_NOCTTY
-    } else {
-        flags
-    };
-    Ok(FdOp::Open {
-        path,
-        flags,
-        pos: (seekable && r.pos != 0 && flags & libc::O_PATH == 0).then_some(r.pos),
-        fd,
-    })
+    if seekable && r.pos != 0 && flags & libc::O_PATH == 0 {
+        crate::sys::seek(&fd, r.pos).map_err(file_err)?;
+    }
+    Ok(fd)
 }

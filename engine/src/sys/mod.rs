@@ -171,17 +171,17 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// `clone3({.exit_signal = SIGCHLD, .set_tid = [pid]})`: forks with a chosen pid. Returns 0 in
+/// `clone3({.exit_signal = exit_signal, .set_tid = [pid]})`: forks with a chosen pid. Returns 0 in
 /// the child, the child's pid in the parent.
 ///
 /// # Safety
 /// The child runs on a copy of the calling thread only: it must restrict itself to
 /// async-signal-safe work (no allocation, no locks) and leave with `_exit`.
-pub unsafe fn clone3_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
+pub unsafe fn clone3_with_pid(pid: i32, exit_signal: i32, flags: u64) -> io::Result<i32> {
     let tids = [pid];
     let args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal: exit_signal as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: if pid > 0 { 1 } else { 0 },
         ..Default::default()
@@ -218,11 +218,6 @@ pub mod child {
         }
     }
 
-    /// `open(path, flags, mode)`
-    pub fn open(path: &CStr, flags: i32, mode: u32) -> Raw {
-        // SAFETY: path is a valid NUL-terminated string.
-        ret(unsafe { libc::open(path.as_ptr(), flags, mode) } as i64)
-    }
     /// `dup2(old, new)`
     pub fn dup2(old: i32, new: i32) -> Raw {
         // SAFETY: integers only.
@@ -243,25 +238,10 @@ pub mod child {
         // SAFETY: integers only.
         ret(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) })
     }
-    /// `lseek(fd, off, SEEK_SET)`
-    pub fn lseek(fd: i32, off: i64) -> Raw {
-        // SAFETY: integers only.
-        ret(unsafe { libc::lseek(fd, off, libc::SEEK_SET) })
-    }
     /// `fcntl(fd, cmd, arg)`
     pub fn fcntl(fd: i32, cmd: i32, arg: i64) -> Raw {
         // SAFETY: the commands used (F_SETFD, F_SETFL, F_SETPIPE_SZ) take an integer argument.
         ret(unsafe { libc::fcntl(fd, cmd, arg) } as i64)
-    }
-    /// `pipe2(fds, 0)`
-    pub fn pipe() -> Result<[i32; 2], i32> {
-        let mut fds = [0i32; 2];
-        // SAFETY: fds has room for the two descriptors.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), 0) } < 0 {
-            Err(errno())
-        } else {
-            Ok(fds)
-        }
     }
     /// `write(fd, buf, len)` until all is written.
     pub fn write_all(fd: i32, mut buf: &[u8]) -> Raw {
@@ -278,11 +258,6 @@ pub mod child {
             buf = &buf[r as usize..];
         }
         Ok(0)
-    }
-    /// `read(fd, buf, len)`
-    pub fn read(fd: i32, buf: &mut [u8]) -> Raw {
-        // SAFETY: buf is a valid mutable slice for its length.
-        ret(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } as i64)
     }
     /// `chdir(path)`
     pub fn chdir(path: &CStr) -> Raw {
@@ -386,17 +361,18 @@ pub fn waitpid(pid: i32) -> io::Result<i32> {
 /// Forks a child with pid `pid` (clone3 + set_tid) that runs `child` and never returns.
 /// Returns the child's pid in the parent.
 ///
-/// `child` runs on a copy of the calling thread only: it must restrict itself to
-/// async-signal-safe work (no allocation, no locks), which is why it is bounded by `Fn` over
-/// data prepared before the fork and must end in `_exit`.
+/// `child` runs on a copy of the calling thread only. Callers fork from a single-threaded
+/// point, where the copy is a whole process and may allocate; it must end in `_exit` (or a
+/// stop crust turns into a new life), never return.
 #[allow(unreachable_code, unused_variables)]
 pub fn fork_with_pid(
     pid: i32,
+    exit_signal: i32,
     child: impl FnOnce() -> std::convert::Infallible,
 ) -> io::Result<i32> {
     // SAFETY: the child branch only runs `child`, whose contract is stated above, and never
     // returns into the parent's stack frames.
-    match unsafe { clone3_with_pid(pid, 0) }? {
+    match unsafe { clone3_with_pid(pid, exit_signal, 0) }? {
         0 => {
             let never = child();
             match never {}
@@ -481,4 +457,332 @@ impl Drop for Mapped {
             unsafe { libc::munmap(self.ptr, self.len) };
         }
     }
+}
+
+/// Scheduling state of one thread, read and set from crust.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sched {
+    pub policy: i32,
+    pub priority: i32,
+    pub nice: i32,
+    /// CPU affinity as a bitmap of 64-bit words.
+    pub affinity: Vec<u64>,
+}
+
+/// `sched_getscheduler(tid)`, `sched_getparam(tid)`, `getpriority(PRIO_PROCESS, tid)`,
+/// `sched_getaffinity(tid)`
+pub fn get_sched(tid: i32) -> io::Result<Sched> {
+    // SAFETY: integer arguments and out pointers to locals that live across each call.
+    unsafe {
+        let policy = libc::sched_getscheduler(tid);
+        if policy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut param: libc::sched_param = std::mem::zeroed();
+        if libc::sched_getparam(tid, &mut param) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut set = [0u64; 16];
+        let r = libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid,
+            std::mem::size_of_val(&set),
+            set.as_mut_ptr(),
+        );
+        let n = check(r)? as usize / 8;
+        Ok(Sched {
+            policy,
+            priority: param.sched_priority,
+            nice,
+            affinity: set[..n].to_vec(),
+        })
+    }
+}
+
+/// `sched_setaffinity(tid)`, `sched_setscheduler(tid)`, `setpriority(PRIO_PROCESS, tid)`
+pub fn set_sched(tid: i32, s: &Sched) -> io::Result<()> {
+    // SAFETY: integer arguments and pointers to locals/slices valid for each call.
+    unsafe {
+        if !s.affinity.is_empty() {
+            let r = libc::syscall(
+                libc::SYS_sched_setaffinity,
+                tid,
+                s.affinity.len() * 8,
+                s.affinity.as_ptr(),
+            );
+            check(r)?;
+        }
+        let param = libc::sched_param {
+            sched_priority: s.priority,
+        };
+        if libc::sched_setscheduler(tid, s.policy, &param) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, s.nice) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// `get_robust_list(tid, &head, &len)`
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head = 0u64;
+    let mut len = 0usize;
+    // SAFETY: out pointers to locals.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    check(r)?;
+    Ok((head, len as u64))
+}
+
+/// A page of futex words shared by crust and every task it forks during restore.
+pub struct SharedWords {
+    ptr: *mut u32,
+    len: usize,
+}
+
+// SAFETY: the words are only accessed atomically (AtomicU32 views), so sharing is sound.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// `mmap(NULL, n * 4, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)`
+    pub fn new(n: usize) -> io::Result<SharedWords> {
+        let len = (n.max(1) * 4).next_multiple_of(4096);
+        // SAFETY: a fresh anonymous mapping; nothing aliases it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedWords {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(i * 4 < self.len, "shared word {i} out of range");
+        // SAFETY: in bounds (checked above), 4-byte aligned (page-aligned base), and the
+        // mapping lives as long as self.
+        unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.add(i)) }
+    }
+
+    /// Sets word `i` to `v` and wakes its waiters: `futex(FUTEX_WAKE)`.
+    pub fn set(&self, i: usize, v: u32) {
+        let w = self.word(i);
+        w.store(v, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: the futex word is valid shared memory.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                w.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                0usize,
+                0usize,
+                0u32,
+            )
+        };
+    }
+
+    /// Blocks until word `i` is at least `v`: `futex(FUTEX_WAIT)`.
+    pub fn wait_at_least(&self, i: usize, v: u32) {
+        let w = self.word(i);
+        loop {
+            let cur = w.load(std::sync::atomic::Ordering::SeqCst);
+            if cur >= v {
+                return;
+            }
+            // SAFETY: the futex word is valid shared memory; a null timeout waits forever.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    w.as_ptr(),
+                    libc::FUTEX_WAIT,
+                    cur,
+                    0usize,
+                    0usize,
+                    0u32,
+                )
+            };
+        }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// `sigprocmask(SIG_SETMASK, all)`: blocks every signal in the calling thread.
+pub fn block_all_signals() {
+    // SAFETY: a full set built by sigfillset; the old mask is not requested.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// `waitid(P_PID, pid, WEXITED | WNOWAIT)` then `sigtimedwait({sig}, 0)`: waits until child
+/// `pid` is a zombie, without reaping it, and swallows the `sig` its death raised.
+pub fn await_zombie(pid: i32, sig: i32) {
+    // SAFETY: out pointers to locals; integer arguments.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        while libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        ) < 0
+            && *libc::__errno_location() == libc::EINTR
+        {}
+        if sig > 0 {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+        }
+    }
+}
+
+/// Ends the calling process the way a task did: `_exit(code)`, or death by `sig` (its
+/// disposition reset to default and unblocked first, no core dump).
+pub fn die_like(status: i32) -> ! {
+    // SAFETY: plain syscalls on integers; _exit never returns.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &zero);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        libc::_exit(libc::WEXITSTATUS(status))
+    }
+}
+
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)` on crust itself.
+pub fn become_subreaper() {
+    // SAFETY: integers only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+}
+
+/// `waitpid(-1, &st, __WALL | WNOHANG)` until nothing is left to reap.
+pub fn reap_all() {
+    loop {
+        let mut st = 0;
+        // SAFETY: out pointer to a local.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WNOHANG) };
+        if r <= 0 {
+            return;
+        }
+    }
+}
+
+/// `open(path, flags)`
+pub fn open(path: &CStr, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: path is NUL-terminated; the result is a fresh fd we own.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `lseek(fd, pos, SEEK_SET)`
+pub fn seek(fd: &OwnedFd, pos: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integers only.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, libc::SEEK_SET) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// `fcntl(fd, F_SETFL, flags)`
+pub fn set_status_flags(fd: &OwnedFd, flags: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integers only.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: crust's end and the task's end of an
+/// fd transport.
+pub fn fd_transport() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Most descriptors one `SCM_RIGHTS` message may carry (the kernel's SCM_MAX_FD is 253).
+pub const FDS_PER_MESSAGE: usize = 250;
+
+/// `sendmsg(sock, {1 byte, SCM_RIGHTS fds})`
+pub fn send_fds(sock: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let iov = [io::IoSlice::new(&[0u8])];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map(drop)
+        .map_err(io::Error::from)
+}
+
+/// `recvmsg(sock)` of one message from [`send_fds`]; returns the descriptors it carried.
+pub fn recv_fds(sock: RawFd) -> io::Result<Vec<RawFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; FDS_PER_MESSAGE]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            out.extend(fds);
+        }
+    }
+    Ok(out)
 }
