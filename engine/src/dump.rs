@@ -429,6 +429,27 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
         .trim_end_matches('\n')
         .to_string();
     let rseq_conf = t.rseq_configuration()?;
+    let no_new_privs = remote_in(
+        t,
+        pid,
+        "prctl(PR_GET_NO_NEW_PRIVS)",
+        libc::SYS_prctl,
+        [libc::PR_GET_NO_NEW_PRIVS as u64, 0, 0, 0, 0, 0],
+    )? != 0;
+    let keepcaps = remote_in(
+        t,
+        pid,
+        "prctl(PR_GET_KEEPCAPS)",
+        libc::SYS_prctl,
+        [libc::PR_GET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
+    )? != 0;
+    let timer_slack_ns = remote_in(
+        t,
+        pid,
+        "prctl(PR_GET_TIMERSLACK)",
+        libc::SYS_prctl,
+        [libc::PR_GET_TIMERSLACK as u64, 0, 0, 0, 0, 0],
+    )?;
     Ok(ThreadCore {
         tid,
         regs: Some(regs::to_image(t.orig_regs())),
@@ -450,6 +471,9 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
         sched_priority: sched.priority,
         nice: sched.nice,
         cpu_affinity: sched.affinity,
+        no_new_privs,
+        keepcaps,
+        timer_slack_ns,
     })
 }
 
@@ -506,6 +530,12 @@ fn dump_process(
         libc::SYS_personality,
         [0xffff_ffff, 0, 0, 0, 0, 0],
     )? as u32;
+    let thp_disable = p.remote(
+        "prctl(PR_GET_THP_DISABLE)",
+        libc::SYS_prctl,
+        [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
+    )? != 0;
+    let itimers = crate::timers::dump(&mut p.threads[0], pid, scratch)?;
     let shared_pending = siginfos(p.threads[0].pending_signals(true)?);
     let mut cores = Vec::with_capacity(p.threads.len());
     for t in &mut p.threads {
@@ -550,6 +580,8 @@ fn dump_process(
         pdeath_signal,
         dumpable,
         comm,
+        itimers,
+        thp_disable,
     });
     for thread in cores {
         let tid = thread.tid as u32;

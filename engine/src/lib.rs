@@ -19,6 +19,7 @@ pub(crate) mod regs;
 pub mod restore;
 pub(crate) mod signals;
 pub(crate) mod sys;
+pub(crate) mod timers;
 
 pub use dump::{dump, DumpOpts, DumpReport};
 pub use error::{DumpError, RestoreError};

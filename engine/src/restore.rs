@@ -774,6 +774,15 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             || "prctl(PR_SET_CHILD_SUBREAPER)".into(),
         )?;
     }
+    if task_core.thp_disable {
+        rsys(
+            t,
+            pid,
+            libc::SYS_prctl,
+            [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0, 0],
+            || "prctl(PR_SET_THP_DISABLE)".into(),
+        )?;
+    }
     signals::restore_pending(t, pid, pid, data, &task_core.pending_shared, true)?;
     // Service descriptors (exe, mapped files) go away.
     rsys(
@@ -801,6 +810,8 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     for (th, core) in threads.iter_mut().zip(&img.cores) {
         restore_thread(th, pid, core, data)?;
     }
+    // Timers last, so that CPU-time timers do not count crust's work.
+    crate::timers::restore(&mut threads[0], pid, data, &task_core.itimers)?;
     if !task_core.dumpable {
         rsys(
             &mut threads[0],
@@ -913,6 +924,26 @@ fn restore_thread(
         || format!("name of thread {tid}"),
     )?;
     signals::restore_pending(t, pid, tid, data, &th.pending, false)?;
+    for (on, op, arg) in [
+        (th.keepcaps, libc::PR_SET_KEEPCAPS, 1),
+        (
+            th.timer_slack_ns != 0,
+            libc::PR_SET_TIMERSLACK,
+            th.timer_slack_ns,
+        ),
+        // Irreversible, so after everything that needs privileges.
+        (th.no_new_privs, libc::PR_SET_NO_NEW_PRIVS, 1),
+    ] {
+        if on {
+            rsys(
+                t,
+                pid,
+                libc::SYS_prctl,
+                [op as u64, arg, 0, 0, 0, 0],
+                || format!("prctl({op}) of thread {tid}"),
+            )?;
+        }
+    }
     if let Some(r) = &th.rseq {
         rsys(
             t,
