@@ -507,7 +507,7 @@ fn dump_process(
     let scratch = p.scratch()?;
     let smaps = std::thread::spawn(move || proc::smaps(pid));
 
-    let actions = signals::dump_actions(&mut p.threads[0], pid, scratch)?;
+    let actions = signals::dump_actions(&mut p.threads[0], pid, scratch, &status)?;
     p.remote(
         "prctl(PR_GET_PDEATHSIG)",
         libc::SYS_prctl,
@@ -556,7 +556,9 @@ fn dump_process(
         .collect::<Vec<_>>();
 
     // Memory contents.
+    crate::debug!("pid {pid}: files read");
     let runs = mm::scan(pid, &vmas)?;
+    crate::debug!("pid {pid}: memory scanned");
     let pagemap = mm::pagemap_entries(&runs);
     let pages_id = pid as u32;
     let pages_file = dir.create_pages(pages_id)?;

@@ -420,7 +420,19 @@ pub(crate) fn restore(
             }
         }
     }
-    // Two passes through a free staging area, so that moves never overlap each other.
+    // Straight to the saved places when none of them is occupied by another special mapping;
+    // otherwise two passes through a free staging area, so that moves never overlap.
+    let clash = moves.iter().any(|&(_, len, to)| {
+        moves
+            .iter()
+            .any(|&(from2, len2, to2)| to2 != to && to < from2 + len2 && from2 < to + len)
+    });
+    if !clash {
+        for &(from, len, to) in &moves {
+            mremap(t, pid, from, len, to)?;
+        }
+        moves.clear();
+    }
     let staging = find_free(mm, &current, tramp, moves.iter().map(|m| m.1).sum())
         .ok_or_else(|| layout("no room to move the vDSO".into()))?;
     let mut at = staging;

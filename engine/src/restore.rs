@@ -1035,6 +1035,10 @@ fn restore_rlimits(
     rlimits: &[RlimitEntry],
 ) -> Result<(), RestoreError> {
     for r in rlimits {
+        // The task inherited crust's limits: only differing ones need a remote call.
+        if own_rlimit(r.resource) == Some((r.cur, r.max)) {
+            continue;
+        }
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&r.cur.to_ne_bytes());
         raw[8..].copy_from_slice(&r.max.to_ne_bytes());
@@ -1082,6 +1086,14 @@ fn restore_rlimits(
         }
     }
     Ok(())
+}
+
+fn own_rlimit(resource: u32) -> Option<(u64, u64)> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    (sys::getrlimit(resource, &mut l) == 0).then_some((l.rlim_cur, l.rlim_max))
 }
 
 /// Waits for the restored root task (crust's child) and returns its exit status the way a

@@ -19,13 +19,25 @@ fn catchable(sig: u32) -> bool {
 }
 
 /// Dispositions of every catchable signal that is not SIG_DFL with no flags.
+///
+/// Only signals that are caught or ignored (`SigCgt`/`SigIgn` of /proc/PID/status) and SIGCHLD
+/// (whose SA_NOCLDWAIT/SA_NOCLDSTOP matter even at SIG_DFL) are asked for, one remote syscall
+/// each; flags set on a default disposition of another signal change nothing the task can
+/// observe but `sigaction()`'s report, and are not kept.
 pub(crate) fn dump_actions(
     t: &mut Tracee,
     pid: i32,
     scratch: RemoteAddr,
+    status: &str,
 ) -> Result<Vec<SigactionEntry>, DumpError> {
+    let set = |key| {
+        crate::proc::status_field(status, key)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let interesting = set("SigCgt") | set("SigIgn") | 1 << (libc::SIGCHLD - 1);
     let mut out = Vec::new();
-    for sig in (1..=NSIG).filter(|&s| catchable(s)) {
+    for sig in (1..=NSIG).filter(|&s| catchable(s) && interesting & (1 << (s - 1)) != 0) {
         t.syscall_ok(libc::SYS_rt_sigaction, [sig as u64, 0, scratch.0, 8, 0, 0])
             .map_err(|source| DumpError::Remote {
                 pid,

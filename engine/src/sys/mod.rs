@@ -786,3 +786,9 @@ pub fn recv_fds(sock: RawFd) -> io::Result<Vec<RawFd>> {
     }
     Ok(out)
 }
+
+/// `getrlimit(resource, &l)`
+pub fn getrlimit(resource: u32, l: &mut libc::rlimit) -> i32 {
+    // SAFETY: l is a valid out pointer.
+    unsafe { libc::getrlimit(resource as _, l) }
+}
