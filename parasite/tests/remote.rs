@@ -140,3 +140,21 @@ fn seize_missing_pid_is_a_clear_error() {
     assert!(matches!(e, parasite::ParasiteError::Seize { tid: Tid(p), .. } if p == i32::MAX - 1));
     assert!(e.to_string().contains(&format!("{}", i32::MAX - 1)));
 }
+
+#[test]
+fn remote_syscall_cost() {
+    let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+    let pid = child.id() as i32;
+    wait_sleeping(pid);
+    let mut t = Tracee::seize(Tid(pid)).unwrap();
+    let n = 2000;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        assert_eq!(t.syscall(libc::SYS_getpid, [0; 6]).unwrap(), pid as i64);
+    }
+    let per = start.elapsed() / n;
+    eprintln!("remote syscall: {per:?} each");
+    t.release().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -34,6 +34,7 @@ pub mod mem;
 pub mod pattern;
 pub mod proc;
 pub mod sig;
+pub mod tree;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
