@@ -109,7 +109,7 @@ pub fn features() -> Vec<Feature> {
         Feature {
             name: "ns-flavor",
             what: "dump and restore of a whole pid/mount/net/ipc/uts namespace",
-            present: Err("not implemented by this engine yet".into()),
+            present: capability(21),
             required: false,
         },
         Feature {

@@ -323,6 +323,14 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
         return Err(DumpError::Fault("dump-after-seize"));
     }
     let root = opts.pid;
+    let all: Vec<i32> = tree
+        .procs
+        .iter()
+        .filter(|p| !p.zombie)
+        .map(|p| p.pid)
+        .collect();
+    let owned = crate::ns::dump(root, &all)?;
+    let own_pidns = owned.flags & libc::CLONE_NEWPID as u64 != 0;
     let mut files = files::FilesCtx::default();
     let mut pstree = Vec::new();
     let mut pages = 0;
@@ -340,7 +348,35 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             exit_signal: p.stat.exit_signal,
             subreaper: false,
             leader_exited: p.leader_exited,
+            ns_pid: 0,
+            ns_threads: Vec::new(),
         };
+        if own_pidns {
+            let inner = |path: String| -> Result<i32, DumpError> {
+                let ns = crate::ns::nspids(&path)?;
+                ns.get(1).copied().ok_or(DumpError::Unsupported {
+                    pid: p.pid,
+                    what: format!("a task outside the tree's pid namespace ({path}: {ns:?})"),
+                })
+            };
+            if !p.zombie {
+                entry.ns_pid = inner(format!("/proc/{}/status", p.pid))?;
+                for t in &p.threads {
+                    let tid = t.tid().0;
+                    entry
+                        .ns_threads
+                        .push(inner(format!("/proc/{}/task/{tid}/status", p.pid))?);
+                }
+            } else {
+                entry.ns_pid = inner(format!("/proc/{}/status", p.pid)).unwrap_or(0);
+                if entry.ns_pid == 0 {
+                    return Err(DumpError::Unsupported {
+                        pid: p.pid,
+                        what: "a zombie whose pid inside the namespace is unknown".into(),
+                    });
+                }
+            }
+        }
         if p.pid != root && !in_tree.contains(&ppid) {
             return Err(DumpError::Unsupported {
                 pid: p.pid,
@@ -373,6 +409,9 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             kernel_release: kernel_release(),
             root_pid: root,
             pids: pids.clone(),
+            root_ns_flags: owned.flags,
+            hostname: owned.hostname,
+            domainname: owned.domainname,
             dump_time_ns: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos() as u64)

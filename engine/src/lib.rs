@@ -13,6 +13,7 @@ pub(crate) mod files;
 pub mod inspect;
 pub mod log;
 pub(crate) mod mm;
+pub(crate) mod ns;
 pub(crate) mod par;
 pub(crate) mod proc;
 pub(crate) mod regs;

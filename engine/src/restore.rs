@@ -72,6 +72,13 @@ struct TaskImages {
 /// One task of the tree as the restore plans it.
 struct Task {
     entry: PstreeEntry,
+    /// clone3's set_tid: the pid inside the tree's pid namespace first, if it has one.
+    tids: Vec<i32>,
+    /// The pid and thread ids as the task sees them (inside its pid namespace).
+    ns_pid: i32,
+    /// Its process group as it sees it.
+    ns_pgid: i32,
+    ns_threads: Vec<i32>,
     /// None for a zombie.
     images: Option<TaskImages>,
     /// Indices of the children, in pid order.
@@ -220,8 +227,12 @@ fn cstring(s: &str, image: &Path) -> Result<CString, RestoreError> {
 }
 
 /// Reads and checks every image, opens every file description, and plans each task.
-fn plan(dir: &ImageDir, opts: &RestoreOpts) -> Result<(Vec<Task>, i32), RestoreError> {
+fn plan(
+    dir: &ImageDir,
+    opts: &RestoreOpts,
+) -> Result<(Vec<Task>, images::pb::InventoryEntry), RestoreError> {
     let inv = dir.read_inventory()?;
+    let own_pidns = inv.root_ns_flags & libc::CLONE_NEWPID as u64 != 0;
     let pstree: Vec<PstreeEntry> = dir.read(ImageKind::Pstree, None)?;
     let pstree_path = dir.file_path(ImageKind::Pstree, None);
     let root = inv.root_pid;
@@ -253,7 +264,22 @@ fn plan(dir: &ImageDir, opts: &RestoreOpts) -> Result<(Vec<Task>, i32), RestoreE
         } else {
             Some(load_task(dir, e)?)
         };
+        let (tids, ns_pid, ns_threads) = if own_pidns {
+            if e.ns_pid <= 0 || (!e.zombie && e.ns_threads.len() != e.threads.len()) {
+                return Err(bad(
+                    pstree_path.clone(),
+                    format!("pid {}: pids inside the pid namespace missing", e.pid),
+                ));
+            }
+            (vec![e.ns_pid, e.pid], e.ns_pid, e.ns_threads.clone())
+        } else {
+            (vec![e.pid], e.pid, e.threads.clone())
+        };
         tasks.push(Task {
+            tids,
+            ns_pid,
+            ns_pgid: e.pgid,
+            ns_threads,
             entry: e.clone(),
             images,
             children: Vec::new(),
@@ -271,6 +297,11 @@ fn plan(dir: &ImageDir, opts: &RestoreOpts) -> Result<(Vec<Task>, i32), RestoreE
     for i in 1..tasks.len() {
         let p = index[&tasks[i].entry.ppid];
         tasks[p].children.push(i);
+    }
+    for i in 0..tasks.len() {
+        if let Some(&l) = index.get(&tasks[i].entry.pgid) {
+            tasks[i].ns_pgid = tasks[l].ns_pid;
+        }
     }
     check_sessions(&tasks, &index, &pstree_path, opts)?;
     for t in &tasks {
@@ -363,7 +394,7 @@ fn plan(dir: &ImageDir, opts: &RestoreOpts) -> Result<(Vec<Task>, i32), RestoreE
         let task_core = img.cores[0].task.as_ref().expect("checked in load");
         t.comm = cstring(&task_core.comm, &dir.file_path(ImageKind::Core, id))?;
     }
-    Ok((tasks, root))
+    Ok((tasks, inv))
 }
 
 /// Sessions are inherited through fork and process groups must exist in the session when a
@@ -415,6 +446,10 @@ const STAGE_STOP: u32 = 3;
 struct Ctl {
     /// One word per task: crust's go-ahead.
     go: sys::SharedWords,
+    /// Namespaces the root creates, and their names.
+    ns_flags: u64,
+    hostname: String,
+    domainname: String,
     /// Tasks write their index here when they reach a stage. Each task moves it out of the
     /// way of its own descriptors, hence the atomic (each task has its own copy).
     ready_w: std::sync::atomic::AtomicI32,
@@ -434,15 +469,22 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     if e.zombie {
         sys::die_like(e.exit_status);
     }
+    if i == 0 && ctl.ns_flags != 0 {
+        if let Err(err) = sys::enter_new_namespaces(ctl.ns_flags, &ctl.hostname, &ctl.domainname) {
+            child::exit(90 + err.raw_os_error().unwrap_or(0).min(9));
+        }
+    }
     child::reset_signals(signals::NSIG as i32);
     if e.sid == e.pid {
         // SAFETY-free wrapper: becomes the leader of a new session.
-        let _ = child::session(e.pid, e.pgid, e.sid);
+        let _ = child::session(e.sid == e.pid, e.pgid == e.pid, t.ns_pgid);
     }
     for &c in &t.children {
         let ce = &tasks[c].entry;
-        match sys::fork_with_pid(ce.pid, ce.exit_signal, || task_main(tasks, c, ctl)) {
-            Ok(_) if ce.zombie => sys::await_zombie(ce.pid, ce.exit_signal),
+        match sys::fork_with_pid(&tasks[c].tids, 0, ce.exit_signal, || {
+            task_main(tasks, c, ctl)
+        }) {
+            Ok(_) if ce.zombie => sys::await_zombie(tasks[c].ns_pid, ce.exit_signal),
             Ok(_) => {}
             Err(err) => child::exit(100 + err.raw_os_error().unwrap_or(0).min(100)),
         }
@@ -450,7 +492,7 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     report(ctl, i);
     ctl.go.wait_at_least(i, STAGE_GROUPS);
     if e.sid != e.pid {
-        let _ = child::session(e.pid, e.pgid, e.sid);
+        let _ = child::session(e.sid == e.pid, e.pgid == e.pid, t.ns_pgid);
     }
     report(ctl, i);
     ctl.go.wait_at_least(i, STAGE_FILES);
@@ -506,7 +548,10 @@ fn receive_fds(t: &Task, ctl: &Ctl) -> Result<(), i32> {
 /// Restores the tree saved in `opts.images_dir`; on success it is running.
 pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let dir = ImageDir::open(&opts.images_dir)?;
-    let (tasks, root) = plan(&dir, opts)?;
+    let (tasks, inv) = plan(&dir, opts)?;
+    let root = inv.root_pid;
+    // Only the namespace kinds crust knows how to recreate.
+    let ns_flags = inv.root_ns_flags & crate::ns::KINDS.iter().fold(0, |a, k| a | k.1);
     crate::info!(
         "restoring {} tasks (root {root}) from {}",
         tasks.len(),
@@ -522,11 +567,16 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let (ready_r, ready_w) =
         sys::pipe_cloexec().map_err(|source| RestoreError::Clone { pid: root, source })?;
     let ctl = Ctl {
+        ns_flags,
+        hostname: inv.hostname.clone(),
+        domainname: inv.domainname.clone(),
         go,
         ready_w: std::sync::atomic::AtomicI32::new(ready_w.as_raw_fd()),
     };
     let root_entry = &tasks[0].entry;
-    let forked = sys::fork_with_pid(root, libc::SIGCHLD, || task_main(&tasks, 0, &ctl));
+    let forked = sys::fork_with_pid(&tasks[0].tids, ns_flags, libc::SIGCHLD, || {
+        task_main(&tasks, 0, &ctl)
+    });
     drop(ready_w);
     if let Err(source) = forked {
         return Err(if source.raw_os_error() == Some(libc::EEXIST) {
@@ -783,7 +833,15 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             || "prctl(PR_SET_THP_DISABLE)".into(),
         )?;
     }
-    signals::restore_pending(t, pid, pid, data, &task_core.pending_shared, true)?;
+    signals::restore_pending(
+        t,
+        pid,
+        task.ns_pid,
+        task.ns_pid,
+        data,
+        &task_core.pending_shared,
+        true,
+    )?;
     // Service descriptors (exe, mapped files) go away.
     rsys(
         t,
@@ -802,13 +860,18 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     restore_rlimits(t, pid, data, &img.rlimits)?;
 
     // The other threads, created by the leader with their saved tids.
-    for core in &img.cores[1..] {
+    for (i, core) in img.cores.iter().enumerate().skip(1) {
         let tid = core.thread.as_ref().expect("checked in load").tid;
-        let new = create_thread(&mut threads[0], pid, tid, data)?;
+        let set_tid = if task.ns_pid != pid {
+            vec![task.ns_threads[i], tid]
+        } else {
+            vec![tid]
+        };
+        let new = create_thread(&mut threads[0], pid, &set_tid, data)?;
         threads.push(new);
     }
-    for (th, core) in threads.iter_mut().zip(&img.cores) {
-        restore_thread(th, pid, core, data)?;
+    for (i, (th, core)) in threads.iter_mut().zip(&img.cores).enumerate() {
+        restore_thread(th, pid, (task.ns_pid, task.ns_threads[i]), core, data)?;
     }
     // Timers last, so that CPU-time timers do not count crust's work.
     crate::timers::restore(&mut threads[0], pid, data, &task_core.itimers)?;
@@ -842,9 +905,10 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
 fn create_thread(
     leader: &mut Tracee,
     pid: i32,
-    tid: i32,
+    set_tid: &[i32],
     data: RemoteAddr,
 ) -> Result<Tracee, RestoreError> {
+    let tid = *set_tid.last().expect("one tid at least");
     let flags = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -855,10 +919,11 @@ fn create_thread(
     let mut args = [0u64; 11];
     args[0] = flags;
     args[8] = set_tid_at;
-    args[9] = 1;
+    args[9] = set_tid.len() as u64;
     let raw: Vec<u8> = args.iter().flat_map(|w| w.to_ne_bytes()).collect();
     leader.write_mem(data, &raw)?;
-    leader.write_mem(RemoteAddr(set_tid_at), &tid.to_ne_bytes())?;
+    let tids: Vec<u8> = set_tid.iter().flat_map(|t| t.to_ne_bytes()).collect();
+    leader.write_mem(RemoteAddr(set_tid_at), &tids)?;
     match leader.clone_thread(data, raw.len() as u64)? {
         Ok(t) => Ok(t),
         Err(errno) => Err(RestoreError::Remote {
@@ -878,6 +943,7 @@ fn create_thread(
 fn restore_thread(
     t: &mut Tracee,
     pid: i32,
+    (ns_pid, ns_tid): (i32, i32),
     core: &CoreEntry,
     data: RemoteAddr,
 ) -> Result<(), RestoreError> {
@@ -923,7 +989,7 @@ fn restore_thread(
         [libc::PR_SET_NAME as u64, data.0, 0, 0, 0, 0],
         || format!("name of thread {tid}"),
     )?;
-    signals::restore_pending(t, pid, tid, data, &th.pending, false)?;
+    signals::restore_pending(t, pid, ns_pid, ns_tid, data, &th.pending, false)?;
     for (on, op, arg) in [
         (th.keepcaps, libc::PR_SET_KEEPCAPS, 1),
         (

@@ -84,11 +84,14 @@ pub(crate) fn restore_actions(
     Ok(())
 }
 
-/// Queues `pending` again in the restored thread `tid` of process `pid`; `shared` selects the
-/// process-wide queue.
+/// Queues `pending` again in the restored thread `tid` of process `tgid` (both as the task
+/// sees them, inside its pid namespace); `shared` selects the process-wide queue. `pid` names
+/// the task in errors.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_pending(
     t: &mut Tracee,
     pid: i32,
+    tgid: i32,
     tid: i32,
     scratch: RemoteAddr,
     pending: &[SigInfo],
@@ -109,12 +112,12 @@ pub(crate) fn restore_pending(
         let (nr, args) = if shared {
             (
                 libc::SYS_rt_sigqueueinfo,
-                [pid as u64, sig as u64, scratch.0, 0, 0, 0],
+                [tgid as u64, sig as u64, scratch.0, 0, 0, 0],
             )
         } else {
             (
                 libc::SYS_rt_tgsigqueueinfo,
-                [pid as u64, tid as u64, sig as u64, scratch.0, 0, 0],
+                [tgid as u64, tid as u64, sig as u64, scratch.0, 0, 0],
             )
         };
         crate::mm::rsys(t, pid, nr, args, || format!("queue signal {sig}"))?;

@@ -177,13 +177,12 @@ struct CloneArgs {
 /// # Safety
 /// The child runs on a copy of the calling thread only: it must restrict itself to
 /// async-signal-safe work (no allocation, no locks) and leave with `_exit`.
-pub unsafe fn clone3_with_pid(pid: i32, exit_signal: i32, flags: u64) -> io::Result<i32> {
-    let tids = [pid];
+pub unsafe fn clone3_with_pid(tids: &[i32], exit_signal: i32, flags: u64) -> io::Result<i32> {
     let args = CloneArgs {
         flags,
         exit_signal: exit_signal as u64,
         set_tid: tids.as_ptr() as u64,
-        set_tid_size: if pid > 0 { 1 } else { 0 },
+        set_tid_size: tids.len() as u64,
         ..Default::default()
     };
     // SAFETY: args and tids outlive the call; the caller upholds the fork-safety contract.
@@ -271,12 +270,15 @@ pub mod child {
     }
     /// `setsid()` if the task leads its session, else `setpgid(0, pgid)` (best effort: the
     /// group must exist in our session).
-    pub fn session(pid: i32, pgid: i32, sid: i32) -> Raw {
+    ///
+    /// `sid_leader`/`group_leader` say what the task leads; `pgid` is its group as the task
+    /// sees it (inside its pid namespace).
+    pub fn session(sid_leader: bool, group_leader: bool, pgid: i32) -> Raw {
         // SAFETY: integers only.
         unsafe {
-            if sid == pid {
+            if sid_leader {
                 libc::setsid();
-            } else if pgid == pid {
+            } else if group_leader {
                 libc::setpgid(0, 0);
             } else {
                 libc::setpgid(0, pgid);
@@ -358,7 +360,8 @@ pub fn waitpid(pid: i32) -> io::Result<i32> {
     }
 }
 
-/// Forks a child with pid `pid` (clone3 + set_tid) that runs `child` and never returns.
+/// Forks a child with the pids `tids` (clone3 + set_tid: innermost pid namespace first) and
+/// `flags` (CLONE_NEW* for a namespace root) that runs `child` and never returns.
 /// Returns the child's pid in the parent.
 ///
 /// `child` runs on a copy of the calling thread only. Callers fork from a single-threaded
@@ -366,13 +369,14 @@ pub fn waitpid(pid: i32) -> io::Result<i32> {
 /// stop crust turns into a new life), never return.
 #[allow(unreachable_code, unused_variables)]
 pub fn fork_with_pid(
-    pid: i32,
+    tids: &[i32],
+    flags: u64,
     exit_signal: i32,
     child: impl FnOnce() -> std::convert::Infallible,
 ) -> io::Result<i32> {
     // SAFETY: the child branch only runs `child`, whose contract is stated above, and never
     // returns into the parent's stack frames.
-    match unsafe { clone3_with_pid(pid, exit_signal, 0) }? {
+    match unsafe { clone3_with_pid(tids, exit_signal, flags) }? {
         0 => {
             let never = child();
             match never {}
@@ -791,4 +795,94 @@ pub fn recv_fds(sock: RawFd) -> io::Result<Vec<RawFd>> {
 pub fn getrlimit(resource: u32, l: &mut libc::rlimit) -> i32 {
     // SAFETY: l is a valid out pointer.
     unsafe { libc::getrlimit(resource as _, l) }
+}
+
+/// Host and domain name of the UTS namespace at `ns_path` (`/proc/PID/ns/uts`): a helper
+/// thread `setns`es into it and calls `uname`, so crust's own namespace is untouched.
+pub fn uts_names_of(ns_path: &std::path::Path) -> io::Result<(String, String)> {
+    let f = std::fs::File::open(ns_path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWUTS).map_err(io::Error::from)?;
+            let u = nix::sys::utsname::uname().map_err(io::Error::from)?;
+            // SAFETY: a zeroed utsname is valid; uname fills it.
+            let mut raw: libc::utsname = unsafe { std::mem::zeroed() };
+            // SAFETY: raw is a valid out pointer.
+            unsafe { libc::uname(&mut raw) };
+            let domain: Vec<u8> = raw
+                .domainname
+                .iter()
+                .take_while(|&&c| c != 0)
+                .map(|&c| c as u8)
+                .collect();
+            Ok((
+                u.nodename().to_string_lossy().into_owned(),
+                String::from_utf8_lossy(&domain).into_owned(),
+            ))
+        })
+        .join()
+        .map_err(|_| io::Error::other("uts reader thread panicked"))?
+    })
+}
+
+/// In a task that has just created its namespaces: private mount tree and a fresh `/proc`
+/// (mount ns), host and domain names (uts ns), loopback up (net ns). Runs in the restored
+/// root before it forks anything.
+pub fn enter_new_namespaces(flags: u64, hostname: &str, domainname: &str) -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    if flags & libc::CLONE_NEWNS as u64 != 0 {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)?;
+        if flags & libc::CLONE_NEWPID as u64 != 0 {
+            mount(
+                Some("proc"),
+                "/proc",
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            )
+            .map_err(io::Error::from)?;
+        }
+    }
+    if flags & libc::CLONE_NEWUTS as u64 != 0 {
+        nix::unistd::sethostname(hostname).map_err(io::Error::from)?;
+        // SAFETY: the pointer and length describe `domainname`'s bytes.
+        let r = unsafe { libc::setdomainname(domainname.as_ptr().cast(), domainname.len()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    if flags & libc::CLONE_NEWNET as u64 != 0 {
+        loopback_up()?;
+    }
+    Ok(())
+}
+
+/// `ioctl(SIOCSIFFLAGS, "lo", IFF_UP | IFF_RUNNING)` on a datagram socket.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain socket(2) call; the fd is closed below.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: s is our own fresh socket.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    // SAFETY: ifreq is plain data; zeroed is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *c as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    use std::os::fd::AsRawFd;
+    // SAFETY: req is a valid ifreq for SIOCSIFFLAGS and outlives the call.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -15,6 +15,9 @@ pub fn inventory() -> pb::InventoryEntry {
         root_pid: 4242,
         pids: vec![4242, 4243, 4250],
         dump_time_ns: 1_700_000_000_123_456_789,
+        root_ns_flags: 0x2000_0000,
+        hostname: "zdtm".into(),
+        domainname: String::new(),
     }
 }
 
@@ -26,6 +29,9 @@ pub fn pstree() -> Vec<pb::PstreeEntry> {
             pgid: 4242,
             sid: 4200,
             threads: vec![4242, 4244, 4245],
+            ns_pid: 1,
+            ns_threads: vec![1, 3, 4],
+            ..Default::default()
         },
         pb::PstreeEntry {
             pid: 4243,
@@ -33,6 +39,10 @@ pub fn pstree() -> Vec<pb::PstreeEntry> {
             pgid: 4242,
             sid: 4200,
             threads: vec![4243],
+            zombie: true,
+            exit_status: 9,
+            exit_signal: 17,
+            ..Default::default()
         },
     ]
 }
@@ -74,6 +84,9 @@ pub fn core(leader: bool) -> pb::CoreEntry {
             sched_priority: 0,
             nice: -5,
             cpu_affinity: vec![0b11],
+            no_new_privs: true,
+            keepcaps: false,
+            timer_slack_ns: 50_000,
         }),
         task: leader.then(|| pb::TaskCore {
             pending_shared: vec![],
@@ -83,6 +96,12 @@ pub fn core(leader: bool) -> pb::CoreEntry {
             pdeath_signal: 9,
             dumpable: true,
             comm: "server".into(),
+            itimers: vec![pb::ITimer {
+                which: 0,
+                interval_us: 1_000_000,
+                value_us: 250_000,
+            }],
+            thp_disable: false,
         }),
     }
 }
@@ -143,16 +162,19 @@ pub fn fdinfo() -> Vec<pb::FdinfoEntry> {
             fd: 0,
             id: 1,
             fd_flags: 0,
+            ..Default::default()
         },
         pb::FdinfoEntry {
             fd: 3,
             id: 2,
             fd_flags: 1,
+            ..Default::default()
         },
         pb::FdinfoEntry {
             fd: 4,
             id: 2,
             fd_flags: 0,
+            ..Default::default()
         },
     ]
 }
@@ -166,6 +188,7 @@ pub fn files() -> Vec<pb::FileEntry> {
                 flags: 0o2001,
                 pos: 77,
                 file: Some(file_id("/tmp/log")),
+                ..Default::default()
             })),
         },
         pb::FileEntry {
@@ -174,6 +197,7 @@ pub fn files() -> Vec<pb::FileEntry> {
                 pipe_ino: 99,
                 flags: 0,
                 write_end: true,
+                ..Default::default()
             })),
         },
     ]
@@ -184,6 +208,7 @@ pub fn pipe_data() -> Vec<pb::PipeData> {
         pipe_ino: 99,
         size: 65536,
         data: b"queued bytes".to_vec(),
+        ..Default::default()
     }]
 }
 
