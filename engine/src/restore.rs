@@ -250,7 +250,7 @@ fn plan(
     let pipes: Vec<PipeData> = dir.read(ImageKind::PipeData, None)?;
     let mut tasks = Vec::with_capacity(pstree.len());
     for (i, e) in pstree.iter().enumerate() {
-        if i > 0 && !index.get(&e.ppid).is_some_and(|&p| p < i) {
+        if i > 0 && index.get(&e.ppid).is_none_or(|&p| p >= i) {
             return Err(bad(
                 pstree_path.clone(),
                 format!(
