@@ -544,7 +544,13 @@ fn dump_process(
     }
     // The scratch page before smaps: mmap needs the mm lock smaps holds while it walks.
     let scratch = p.scratch()?;
-    let smaps = std::thread::spawn(move || proc::smaps(pid));
+    // smaps walks every page table entry: beside the page copy when there is much to walk.
+    let big = vmas.iter().map(|v| v.len()).sum::<u64>() > 256 << 20;
+    let smaps = if big {
+        Some(std::thread::spawn(move || proc::smaps(pid)))
+    } else {
+        None
+    };
 
     let actions = signals::dump_actions(&mut p.threads[0], pid, scratch, &status)?;
     p.remote(
@@ -605,7 +611,10 @@ fn dump_process(
     drop(pages_file);
     dir.commit_pages(pages_id)?;
     crate::debug!("pid {pid}: {} runs of pages written", runs.len());
-    let smaps = smaps.join().expect("smaps reader panicked")?;
+    let smaps = match smaps {
+        Some(h) => h.join().expect("smaps reader panicked")?,
+        None => proc::smaps(pid)?,
+    };
     mm::attach_flags(pid, &mut vmas, &smaps)?;
     let mm_entry = mm::dump_layout(pid, &p.stat, brk, &vmas)?;
 

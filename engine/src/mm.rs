@@ -283,6 +283,7 @@ pub(crate) fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<(), DumpE
     })?;
     crate::par::for_each(
         &chunks,
+        total,
         || vec![0u8; COPY_CHUNK as usize],
         |buf, &(addr, len, off, readable)| {
             let b = &mut buf[..len as usize];
@@ -588,8 +589,10 @@ pub(crate) fn fill_pages(
         }
     }
     let fd = file.as_raw_fd();
+    let total = chunks.iter().map(|c| c.2).sum();
     crate::par::for_each(
         &chunks,
+        total,
         || (),
         |_, &(vaddr, off, len)| {
             let io = |source| RestoreError::File {

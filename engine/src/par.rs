@@ -2,13 +2,22 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Runs `work` on every item, spread over up to `available_parallelism()` threads; each thread
-/// gets its own `state` (a buffer, say). Returns the first error.
+/// Below this much work in all, starting threads costs more than it saves.
+pub(crate) const PARALLEL_BYTES: u64 = 8 << 20;
+
+/// Runs `work` on every item, spread over up to `available_parallelism()` threads when
+/// `total_bytes` is worth it (inline otherwise); each thread gets its own `state` (a buffer,
+/// say). Returns the first error.
 pub(crate) fn for_each<T: Sync, S, E: Send>(
     items: &[T],
+    total_bytes: u64,
     state: impl Fn() -> S + Sync,
     work: impl Fn(&mut S, &T) -> Result<(), E> + Sync,
 ) -> Result<(), E> {
+    if total_bytes < PARALLEL_BYTES || items.len() < 2 {
+        let mut st = state();
+        return items.iter().try_for_each(|i| work(&mut st, i));
+    }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -51,7 +60,7 @@ mod tests {
         let mut v = seen.into_inner().unwrap();
         v.sort();
         assert_eq!(v, items);
-        let r = super::for_each(&items, || (), |_, &i| if i == 50 { Err(i) } else { Ok(()) });
+        let r = super::for_each(&items, 0, || (), |_, &i| if i == 50 { Err(i) } else { Ok(()) });
         assert_eq!(r, Err(50));
     }
 }
