@@ -589,28 +589,14 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         });
     }
     let _ = root_entry;
-    let mut tracees: Vec<Option<Vec<Tracee>>> = (0..tasks.len()).map(|_| None).collect();
-    let result = run_phases(&tasks, &live, &ctl, &ready_r, &mut tracees).and_then(|()| {
+    let result = run_phases(&tasks, &live, &ctl, &ready_r).and_then(|()| {
         if fault::hit("restore-after-fork") {
             return Err(RestoreError::Fault("restore-after-fork"));
         }
-        for &i in &live {
-            let threads = tracees[i].as_mut().expect("seized in run_phases");
-            take_over(threads, &tasks[i], i == 0)?;
-        }
-        if fault::hit("restore-before-release") {
-            return Err(RestoreError::Fault("restore-before-release"));
-        }
-        Ok(())
+        take_over_all(&tasks, &live, &ctl, &ready_r)
     });
     match result {
         Ok(()) => {
-            // Everything is in place: release all tasks together.
-            for ts in tracees.iter_mut().flatten() {
-                for t in ts.drain(..) {
-                    t.release()?;
-                }
-            }
             let pids = tasks.iter().map(|t| t.entry.pid).collect();
             crate::info!("tree of {root} restored and running");
             Ok(Restored {
@@ -626,7 +612,6 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            drop(tracees);
             sys::kill_and_reap(root);
             sys::reap_all();
             Err(e)
@@ -634,39 +619,152 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     }
 }
 
-/// Sequences the fork phases and seizes every live task at its SIGSTOP.
+/// Reads the next `n` stage reports of the tasks.
+fn wait_reports(
+    tasks: &[Task],
+    live: &[usize],
+    ready_r: &OwnedFd,
+    n: usize,
+) -> Result<Vec<usize>, RestoreError> {
+    let mut out = Vec::with_capacity(n);
+    let mut buf = [0u8; 4];
+    while out.len() < n {
+        match nix::unistd::read(ready_r, &mut buf) {
+            Ok(4) => out.push(u32::from_ne_bytes(buf) as usize),
+            Ok(_) | Err(_) => {
+                let dead = live
+                    .iter()
+                    .map(|&i| tasks[i].entry.pid)
+                    .find(|p| proc::stat(*p).map_or(true, |s| s.state == 'Z' || s.state == 'X'))
+                    .unwrap_or(tasks[0].entry.pid);
+                return Err(RestoreError::Died {
+                    pid: dead,
+                    status: "a task of the tree exited while it was being created".into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Seizes every live task as it stops itself and rebuilds it, on one worker thread per core:
+/// ptrace ties a tracee to the thread that seized it, so each worker keeps its tasks to the
+/// end and releases them itself, once every worker has succeeded.
+fn take_over_all(
+    tasks: &[Task],
+    live: &[usize],
+    ctl: &Ctl,
+    ready_r: &OwnedFd,
+) -> Result<(), RestoreError> {
+    use std::sync::mpsc;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(live.len().max(1));
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = mpsc::channel::<Result<(), RestoreError>>();
+        let mut jobs = Vec::new();
+        let mut verdicts = Vec::new();
+        for _ in 0..workers {
+            let (job_tx, job_rx) = mpsc::channel::<usize>();
+            let (verdict_tx, verdict_rx) = mpsc::channel::<bool>();
+            let done_tx = done_tx.clone();
+            jobs.push(job_tx);
+            verdicts.push(verdict_tx);
+            s.spawn(move || {
+                let mut mine: Vec<Vec<Tracee>> = Vec::new();
+                let mut result = Ok(());
+                for i in job_rx {
+                    if result.is_ok() {
+                        result = seize_and_take_over(tasks, i, ctl).map(|ts| mine.push(ts));
+                    }
+                }
+                let _ = done_tx.send(result);
+                // Release only when every task of the tree is complete.
+                if verdict_rx.recv() == Ok(true) {
+                    for ts in mine {
+                        for t in ts {
+                            t.release()?;
+                        }
+                    }
+                }
+                Ok::<(), RestoreError>(())
+            });
+        }
+        drop(done_tx);
+        for &i in live {
+            ctl.go.set(i, STAGE_FILES);
+        }
+        let mut dispatch = Ok(());
+        for n in 0..live.len() {
+            match wait_reports(tasks, live, ready_r, 1) {
+                Ok(r) => {
+                    let _ = jobs[n % workers].send(r[0]);
+                }
+                Err(e) => {
+                    dispatch = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(jobs);
+        // One verdict per worker (they keep their sender until they are told what to do).
+        let mut result = dispatch;
+        for _ in 0..workers {
+            match done_rx.recv() {
+                Ok(r) if result.is_ok() => result = r,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if result.is_ok() && fault::hit("restore-before-release") {
+            result = Err(RestoreError::Fault("restore-before-release"));
+        }
+        for v in &verdicts {
+            let _ = v.send(result.is_ok());
+        }
+        result
+    })
+}
+
+/// One task: seize it while it waits, let it stop itself, rebuild it.
+fn seize_and_take_over(tasks: &[Task], i: usize, ctl: &Ctl) -> Result<Vec<Tracee>, RestoreError> {
+    let pid = tasks[i].entry.pid;
+    Tracee::seize_running(Tid(pid))?;
+    ctl.go.set(i, STAGE_STOP);
+    match Tracee::wait_stop(Tid(pid), "restore setup") {
+        Ok(WaitStatus::Stopped {
+            sig: libc::SIGSTOP,
+            event: 0,
+        }) => {}
+        Ok(other) => {
+            return Err(RestoreError::Died {
+                pid,
+                status: format!("{other:?}"),
+            })
+        }
+        Err(_) => {
+            return Err(RestoreError::Died {
+                pid,
+                status: "exited while setting up its files and cwd".into(),
+            })
+        }
+    }
+    let mut threads = vec![Tracee::from_stopped(Tid(pid), StopKind::Interrupted)?];
+    take_over(&mut threads, &tasks[i], i == 0)?;
+    Ok(threads)
+}
+
+/// Sequences the first fork phases: every task created, then process groups.
 fn run_phases(
     tasks: &[Task],
     live: &[usize],
     ctl: &Ctl,
     ready_r: &OwnedFd,
-    tracees: &mut [Option<Vec<Tracee>>],
 ) -> Result<(), RestoreError> {
-    let root = tasks[0].entry.pid;
-    let wait_reports = |n: usize| -> Result<Vec<usize>, RestoreError> {
-        let mut out = Vec::with_capacity(n);
-        let mut buf = [0u8; 4];
-        while out.len() < n {
-            match nix::unistd::read(ready_r, &mut buf) {
-                Ok(4) => out.push(u32::from_ne_bytes(buf) as usize),
-                Ok(_) | Err(_) => {
-                    let dead = live
-                        .iter()
-                        .map(|&i| tasks[i].entry.pid)
-                        .find(|p| proc::stat(*p).map_or(true, |s| s.state == 'Z' || s.state == 'X'))
-                        .unwrap_or(root);
-                    return Err(RestoreError::Died {
-                        pid: dead,
-                        status: "a task of the tree exited while it was being created".into(),
-                    });
-                }
-            }
-        }
-        Ok(out)
-    };
-    // 1. Everything forked.
-    wait_reports(live.len())?;
-    // 2. Groups: leaders first, then members.
+    wait_reports(tasks, live, ready_r, live.len())?;
+    // Groups: leaders first, then members.
     let (leaders, members): (Vec<usize>, Vec<usize>) = live
         .iter()
         .partition(|&&i| tasks[i].entry.pgid == tasks[i].entry.pid);
@@ -674,36 +772,7 @@ fn run_phases(
         for &i in &group {
             ctl.go.set(i, STAGE_GROUPS);
         }
-        wait_reports(group.len())?;
-    }
-    // 3. Files, then each task is seized and let stop itself.
-    for &i in live {
-        ctl.go.set(i, STAGE_FILES);
-    }
-    for _ in 0..live.len() {
-        let i = wait_reports(1)?[0];
-        let pid = tasks[i].entry.pid;
-        Tracee::seize_running(Tid(pid))?;
-        ctl.go.set(i, STAGE_STOP);
-        match Tracee::wait_stop(Tid(pid), "restore setup") {
-            Ok(WaitStatus::Stopped {
-                sig: libc::SIGSTOP,
-                event: 0,
-            }) => {}
-            Ok(other) => {
-                return Err(RestoreError::Died {
-                    pid,
-                    status: format!("{other:?}"),
-                })
-            }
-            Err(_) => {
-                return Err(RestoreError::Died {
-                    pid,
-                    status: "exited while setting up its files and cwd".into(),
-                })
-            }
-        }
-        tracees[i] = Some(vec![Tracee::from_stopped(Tid(pid), StopKind::Interrupted)?]);
+        wait_reports(tasks, live, ready_r, group.len())?;
     }
     Ok(())
 }
