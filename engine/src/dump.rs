@@ -33,6 +33,12 @@ pub struct DumpOpts {
     pub leave_running: bool,
     /// The tree is a job of a shell: its terminal, session and group lie outside it.
     pub shell_job: bool,
+    /// Largest unlinked open file whose contents are saved (`--ghost-limit`); None: 1 MiB.
+    pub ghost_limit: Option<u64>,
+    /// Objects outside the tree it may use (`--external pipe[INO]`).
+    pub external: Vec<String>,
+    /// Dump file locks (`--file-locks`); without it a task holding one is refused.
+    pub file_locks: bool,
 }
 
 /// What a successful dump wrote.
@@ -331,10 +337,11 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
         .collect();
     let owned = crate::ns::dump(root, &all)?;
     let own_pidns = owned.flags & libc::CLONE_NEWPID as u64 != 0;
-    let mut files = files::FilesCtx::default();
     let mut pstree = Vec::new();
     let mut pages = 0;
     let in_tree: HashSet<i32> = tree.procs.iter().map(|p| p.pid).collect();
+    // Files need the tree's pids to tell pipes leading outside it.
+    let mut files = files::FilesCtx::new(dir, opts, &in_tree)?;
     for p in &mut tree.procs {
         let ppid = p.stat.ppid;
         let mut entry = PstreeEntry {
@@ -393,8 +400,8 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
     if fault::hit("dump-after-pages") {
         return Err(DumpError::Fault("dump-after-pages"));
     }
-    dir.write(ImageKind::Files, None, &files.files)?;
-    dir.write(ImageKind::PipeData, None, &files.pipes)?;
+    // files.img, pipes-data.img and the raw files-data.img.
+    files.write(dir)?;
     dir.write(ImageKind::Pstree, None, &pstree)?;
     if fault::hit("dump-before-inventory") {
         return Err(DumpError::Fault("dump-before-inventory"));

@@ -37,6 +37,24 @@ pub enum DumpError {
         target: String,
         why: Option<String>,
     },
+    #[error("pid {pid} fd {fd}: pipe:[{ino}] leads outside the dumped tree (pid {holder} fd {holder_fd} holds it): dump with --external pipe[{ino}], restore with --inherit-fd fd[N]:pipe:[{ino}]")]
+    ExternalPipe {
+        pid: i32,
+        fd: i32,
+        ino: u64,
+        holder: i32,
+        holder_fd: i32,
+    },
+    #[error("pid {pid} fd {fd}: unlinked file {path} holds {size} bytes, over the ghost limit of {limit} (raise it with --ghost-limit)")]
+    GhostTooBig {
+        pid: i32,
+        fd: i32,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{option}: {why}")]
+    BadOption { option: String, why: String },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} ({name}) not supported: {why}")]
     UnsupportedVma {
         pid: i32,
@@ -82,6 +100,10 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{option}: {why}")]
+    BadOption { option: String, why: String },
+    #[error("{what} was outside the dumped tree: restore with --inherit-fd fd[N]:{what}")]
+    External { what: String },
     #[error("{path}: changed since dump ({what})")]
     FileChanged { path: String, what: String },
     #[error("{path}: cannot use for restore")]

@@ -25,3 +25,9 @@ pub(crate) mod timers;
 pub use dump::{dump, DumpOpts, DumpReport};
 pub use error::{DumpError, RestoreError};
 pub use restore::{restore, RestoreOpts, Restored};
+
+/// Marks every descriptor above 2 close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`),
+/// for launchers that exec a program which must not inherit theirs.
+pub fn close_inherited_fds_on_exec() {
+    sys::cloexec_above_stdio();
+}

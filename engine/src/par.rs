@@ -50,6 +50,7 @@ mod tests {
         let items: Vec<u32> = (0..100).collect();
         super::for_each(
             &items,
+            u64::MAX,
             || (),
             |_, &i| -> Result<(), ()> {
                 seen.lock().unwrap().push(i);
@@ -60,7 +61,12 @@ mod tests {
         let mut v = seen.into_inner().unwrap();
         v.sort();
         assert_eq!(v, items);
-        let r = super::for_each(&items, 0, || (), |_, &i| if i == 50 { Err(i) } else { Ok(()) });
+        let r = super::for_each(
+            &items,
+            0,
+            || (),
+            |_, &i| if i == 50 { Err(i) } else { Ok(()) },
+        );
         assert_eq!(r, Err(50));
     }
 }

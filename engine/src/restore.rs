@@ -48,6 +48,11 @@ pub struct RestoreOpts {
     pub images_dir: PathBuf,
     /// The tree is a job of a shell: its terminal fds are reopened on crust's own terminal.
     pub shell_job: bool,
+    /// `--inherit-fd fd[N]:KEY`: crust's fd N stands for the object KEY (`pipe:[INO]`, or a
+    /// file's path).
+    pub inherit_fds: Vec<String>,
+    /// Restore files whose size changed since the dump (`--skip-file-validation`).
+    pub skip_file_validation: bool,
 }
 
 /// The restored tree, running.
@@ -315,12 +320,7 @@ fn plan(
     }
 
     // Every description of the tree, opened once in crust.
-    let descs = files::open_all(
-        &files_img,
-        &pipes,
-        opts.shell_job,
-        &dir.file_path(ImageKind::Files, None),
-    )?;
+    let descs = files::open_all(&files_img, &pipes, opts, dir)?;
     let mut opened: HashMap<String, OwnedFd> = HashMap::new();
     for t in &mut tasks {
         let Some(img) = &t.images else { continue };
@@ -919,6 +919,8 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         [task.svc_base as u64, u32::MAX as u64, 0, 0, 0, 0],
         || "close of service descriptors".into(),
     )?;
+    // POSIX locks belong to the task: taken now that it closes no more descriptors.
+    files::locks::restore_posix(t, pid, data, &img.fdinfo)?;
     rsys(
         t,
         pid,

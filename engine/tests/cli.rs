@@ -17,7 +17,7 @@ fn subreaper() {
 /// is evaluated and its result printed, so a test can ask the victim about its own state.
 fn victim(setup: &str) -> Child {
     let script = format!(
-        "import os, sys, socket, signal\n{setup}\nprint('ready', flush=True)\n\
+        "import os, sys, socket, signal\nos.closerange(3, 1 << 16)\n{setup}\nprint('ready', flush=True)\n\
          for line in sys.stdin:\n    print(eval(line), flush=True)\n"
     );
     let mut c = Command::new("python3")
@@ -25,6 +25,7 @@ fn victim(setup: &str) -> Child {
         .arg(script)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("python3 is needed by these tests");
     let mut out = c.stdout.take().unwrap();
@@ -42,9 +43,61 @@ fn read_line(r: &mut impl std::io::Read) -> String {
     String::from_utf8(line).unwrap()
 }
 
+/// `--external pipe[INO]` for each pipe the victim `pid` shares with this test (its stdin and
+/// stdout): without them crust refuses pipes leading out of the dumped tree.
+fn external_pipes(pid: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for fd in 0..3 {
+        if let Ok(t) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
+            let t = t.to_string_lossy().into_owned();
+            if let Some(ino) = t.strip_prefix("pipe:[") {
+                out.push("--external".to_string());
+                out.push(format!("pipe[{ino}"));
+            }
+        }
+    }
+    out
+}
+
+/// `--inherit-fd fd[0]:pipe:[INO]` for each pipe dumped as external in `dir`: the restored
+/// task gets crust's stdin (here /dev/null) in place of the test's pipes, which are gone.
+fn inherit_pipes(dir: &str) -> Vec<String> {
+    let Ok(d) = images::ImageDir::open(Path::new(dir)) else {
+        return Vec::new();
+    };
+    let files: Vec<images::pb::FileEntry> =
+        d.read(images::ImageKind::Files, None).unwrap_or_default();
+    let mut inos: Vec<u64> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(images::pb::file_entry::Kind::Pipe(p)) if p.external => Some(p.pipe_ino),
+            _ => None,
+        })
+        .collect();
+    inos.sort_unstable();
+    inos.dedup();
+    inos.iter()
+        .flat_map(|i| ["--inherit-fd".to_string(), format!("fd[0]:pipe:[{i}]")])
+        .collect()
+}
+
 fn crust(args: &[&str], fault: Option<&str>) -> (bool, String) {
     let mut cmd = Command::new(CRUST);
     cmd.args(args);
+    let after = |flag: &str| {
+        args.iter()
+            .position(|a| *a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    match (args.first(), after("-t"), after("-D")) {
+        (Some(&"dump"), Some(pid), _) => {
+            cmd.args(external_pipes(pid));
+        }
+        (Some(&"restore"), _, Some(dir)) => {
+            cmd.args(inherit_pipes(dir));
+        }
+        _ => {}
+    }
     if let Some(f) = fault {
         cmd.env("CRUST_FAULT", f);
     }
@@ -306,6 +359,7 @@ fn round_trip_keeps_python_state_and_restore_waits_for_exit() {
     let handle = std::thread::spawn(move || {
         Command::new(CRUST)
             .args(["restore", "-D", &img])
+            .args(inherit_pipes(&img))
             .stdin(Stdio::null())
             .status()
             .unwrap()
@@ -316,8 +370,8 @@ fn round_trip_keeps_python_state_and_restore_waits_for_exit() {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The restored task reads stdin, which it inherited as a pipe from the dead python's
-    // parent... it was our pipe; it is gone, so the task sees EOF and exits 0.
+    // The restored task reads stdin: its pipe to us was dumped as external and restored from
+    // crust's stdin (--inherit-fd), /dev/null, so the task sees EOF and exits 0.
     let st = handle.join().unwrap();
     assert_eq!(st.code(), Some(0));
 }

@@ -291,6 +291,29 @@ impl ImageDir {
         rename_into_place(&tmp, &path, self.fsync)
     }
 
+    /// The path of `files-data.img`, the raw contents of files (pipe queues, unlinked files,
+    /// memfds) that `files.img` and `pipes-data.img` records point into by byte range.
+    pub fn files_data_path(&self) -> PathBuf {
+        self.path.join(FILES_DATA)
+    }
+
+    /// Creates `files-data.img.tmp` (mode 0600); [`ImageDir::commit_files_data`] gives it its
+    /// final name.
+    pub fn create_files_data(&self) -> Result<File, ImageError> {
+        create_private(&tmp_path(&self.files_data_path()))
+    }
+
+    /// Renames `files-data.img.tmp` to `files-data.img`.
+    pub fn commit_files_data(&self) -> Result<(), ImageError> {
+        let path = self.files_data_path();
+        let tmp = tmp_path(&path);
+        if self.fsync {
+            let f = File::open(&tmp).map_err(io_err(IoOp::Open, &tmp))?;
+            f.sync_all().map_err(io_err(IoOp::Sync, &tmp))?;
+        }
+        rename_into_place(&tmp, &path, self.fsync)
+    }
+
     /// The parent image directory of an incremental dump, if it has one.
     pub fn parent(&self) -> Result<Option<ImageDir>, ImageError> {
         let link = self.path.join(PARENT_LINK);
@@ -321,7 +344,7 @@ impl ImageDir {
             let Some(name) = name.to_str() else {
                 return Err(ImageError::UnknownFile { path });
             };
-            if name == PARENT_LINK || parse_pages_file_name(name).is_some() {
+            if name == PARENT_LINK || name == FILES_DATA || parse_pages_file_name(name).is_some() {
                 continue;
             }
             let Some((kind, id)) = ImageKind::from_file_name(name) else {
@@ -367,6 +390,9 @@ fn reencode<M: Message + Default>(
     let records: Vec<M> = codec::decode_image(path, kind, bytes)?;
     codec::encode_image(path, kind, &records)
 }
+
+/// Name of the raw file contents image (see [`ImageDir::files_data_path`]).
+pub const FILES_DATA: &str = "files-data.img";
 
 fn pages_file_name(pages_id: u32) -> String {
     format!("pages-{pages_id}.img")

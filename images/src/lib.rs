@@ -4,7 +4,8 @@
 //! kinds, per task: `inventory.img`, `pstree.img`, `files.img`,
 //! `pipes-data.img`, and `core-<tid>.img`, `mm-<pid>.img`,
 //! `pagemap-<pid>.img`, `fdinfo-<pid>.img`, `fs-<pid>.img`,
-//! `sigacts-<pid>.img`, `rlimits-<pid>.img`, plus raw `pages-<n>.img`.
+//! `sigacts-<pid>.img`, `rlimits-<pid>.img`, plus raw `pages-<n>.img` and
+//! `files-data.img` (file contents that `files.img` records point into).
 //! The schema is protobuf (`images/proto/*.proto`, one file per object kind,
 //! package `crust`), compiled at build time into [`pb`]; protobuf lets a
 //! later version add fields that an older reader skips.
@@ -61,7 +62,7 @@ pub use codec::{
     decode_image, encode_header, encode_image, encode_record, records, RawRecord, Records,
     HEADER_LEN, MAX_RECORD_LEN,
 };
-pub use dir::{ImageDir, ImageWriter, PARENT_LINK};
+pub use dir::{ImageDir, ImageWriter, FILES_DATA, PARENT_LINK};
 pub use error::{ImageError, IoOp, Part, Space};
 pub use kind::ImageKind;
 pub use pagemap::{LocatedEntry, PE_IN_PARENT, PE_PRESENT, PE_ZERO};

@@ -157,6 +157,7 @@ fn oversized_record_is_not_written() {
         pipe_ino: 1,
         size: 0,
         data: vec![0; MAX_RECORD_LEN as usize],
+        ..Default::default()
     };
     let e = dir
         .write(ImageKind::PipeData, None, &[pb::PipeData::default(), huge])

@@ -29,6 +29,7 @@
 //! of the signal mask must see exactly what the kernel holds.
 
 pub mod fd;
+pub mod files;
 pub mod maps;
 pub mod mem;
 pub mod pattern;

@@ -113,6 +113,9 @@ fn exec(command: &[OsString]) -> anyhow::Error {
     let Some((prog, rest)) = command.split_first() else {
         return anyhow::anyhow!("launcher: empty command");
     };
+    // Descriptors the harness inherited (from whatever started it) must not leak into the
+    // test: they would be part of the dumped tree, leading outside it.
+    engine::close_inherited_fds_on_exec();
     let err = Command::new(prog).args(rest).exec();
     anyhow::Error::new(err).context(format!("exec {}", Path::new(prog).display()))
 }

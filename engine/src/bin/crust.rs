@@ -31,6 +31,9 @@ struct Common {
     /// it on crust's own terminal.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
+    /// Dump (and accept at restore) file locks: flock, OFD and POSIX record locks.
+    #[arg(short = 'l', long = "file-locks")]
+    file_locks: bool,
 }
 
 #[derive(Subcommand)]
@@ -43,6 +46,13 @@ enum Cmd {
         /// Resume the tree after dumping instead of killing it.
         #[arg(short = 'R', long = "leave-running")]
         leave_running: bool,
+        /// Largest unlinked open file whose contents are saved (bytes, or with K, M, G).
+        #[arg(long = "ghost-limit", value_parser = parse_size)]
+        ghost_limit: Option<u64>,
+        /// An object outside the tree that it may use: `pipe[INO]` (a pipe another process
+        /// also holds; restore it with --inherit-fd).
+        #[arg(long = "external", value_name = "KEY")]
+        external: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -54,6 +64,13 @@ enum Cmd {
         /// Write the restored root's pid here.
         #[arg(long)]
         pidfile: Option<PathBuf>,
+        /// `fd[N]:KEY`: use crust's own fd N for the object KEY (`pipe:[INO]`, or a file's
+        /// path), as for a pipe dumped with --external.
+        #[arg(long = "inherit-fd", value_name = "fd[N]:KEY")]
+        inherit_fd: Vec<String>,
+        /// Restore regular files even if their size changed since the dump.
+        #[arg(long = "skip-file-validation")]
+        skip_file_validation: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -101,6 +118,20 @@ fn one_line(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024), as CRIU takes them.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.as_bytes().last() {
+        Some(b'K' | b'k') => (&s[..s.len() - 1], 10),
+        Some(b'M' | b'm') => (&s[..s.len() - 1], 20),
+        Some(b'G' | b'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (a number of bytes, or with K, M, G)"))
+}
+
 fn write_pidfile(path: &Path, pid: i32) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, format!("{pid}\n"))
@@ -131,6 +162,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Dump {
             pid,
             leave_running,
+            ghost_limit,
+            external,
             common,
         } => {
             std::fs::create_dir_all(&common.images_dir)
@@ -141,6 +174,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 images_dir: common.images_dir.clone(),
                 leave_running,
                 shell_job: common.shell_job,
+                ghost_limit,
+                external,
+                file_locks: common.file_locks,
             };
             engine::dump(&opts).map_err(|e| anyhow::anyhow!("dump: {}", one_line(&e)))?;
             Ok(ExitCode::SUCCESS)
@@ -148,6 +184,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Restore {
             detach,
             pidfile,
+            inherit_fd,
+            skip_file_validation,
             common,
         } => {
             if !common.images_dir.is_dir() {
@@ -160,6 +198,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = engine::RestoreOpts {
                 images_dir: common.images_dir.clone(),
                 shell_job: common.shell_job,
+                inherit_fds: inherit_fd,
+                skip_file_validation,
             };
             let r =
                 engine::restore(&opts).map_err(|e| anyhow::anyhow!("restore: {}", one_line(&e)))?;

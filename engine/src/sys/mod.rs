@@ -2,6 +2,8 @@
 //! `unsafe` is allowed; each wrapper's doc line is the call it makes.
 #![allow(unsafe_code)]
 
+pub mod fileops;
+
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -885,4 +887,11 @@ fn loopback_up() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)`
+pub fn cloexec_above_stdio() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: integers only; marking fds close-on-exec affects nothing until exec.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
 }

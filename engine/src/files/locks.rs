@@ -1,0 +1,181 @@
+//! File locks, as `/proc/PID/fdinfo/N` lists them (`lock:` lines, Linux 4.1).
+//!
+//! flock(2) and OFD locks (`F_OFD_SETLK`, Linux 3.15) belong to the open file description:
+//! crust takes them again on the description it opens at restore, which then travels to the
+//! task. POSIX record locks (`F_SETLK`) belong to the process: the restored task takes them
+//! itself through a remote `fcntl` during take-over, after the last close of a descriptor it
+//! will not keep (closing any fd of a file drops the process's POSIX locks on it).
+//!
+//! Like CRIU, dumping a task that holds locks needs `--file-locks`: the locks are taken
+//! again at restore only if nobody else took the file meanwhile.
+
+use std::os::fd::OwnedFd;
+
+use images::pb::{file_lock, FdinfoEntry, FileLock};
+use parasite::{RemoteAddr, Tracee};
+
+use crate::error::RestoreError;
+
+/// Locks of one descriptor: those of its description, and the task's POSIX ones.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Held {
+    pub desc: Vec<FileLock>,
+    pub posix: Vec<FileLock>,
+}
+
+/// Parses the `lock:` lines of an fdinfo, e.g.
+/// `lock:\t1: POSIX  ADVISORY  WRITE 11641 fe:00:10011451 5 14`. A lease, or a line that does
+/// not parse, is an error saying why.
+pub(crate) fn parse(text: &str) -> Result<Held, String> {
+    let mut held = Held::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("lock:") else {
+            continue;
+        };
+        let w: Vec<&str> = rest.split_whitespace().collect();
+        let bad = || format!("cannot read its lock {:?}", rest.trim());
+        if w.len() < 8 {
+            return Err(bad());
+        }
+        let kind = match w[1] {
+            "FLOCK" => file_lock::Kind::Flock,
+            "OFDLCK" => file_lock::Kind::Ofd,
+            "POSIX" => file_lock::Kind::Posix,
+            other => return Err(format!("holds a {other} lock, which crust cannot restore")),
+        };
+        let write = match w[3] {
+            "WRITE" => true,
+            "READ" => false,
+            _ => return Err(bad()),
+        };
+        let start: u64 = w[6].parse().map_err(|_| bad())?;
+        let len = if w[7] == "EOF" {
+            0
+        } else {
+            let end: u64 = w[7].parse().map_err(|_| bad())?;
+            end.checked_sub(start).ok_or_else(bad)? + 1
+        };
+        let lock = FileLock {
+            kind: kind as i32,
+            write,
+            start,
+            len,
+        };
+        if kind == file_lock::Kind::Posix {
+            held.posix.push(lock);
+        } else {
+            held.desc.push(lock);
+        }
+    }
+    Ok(held)
+}
+
+/// Takes the flock and OFD locks of a description on `fd`, crust's copy of it.
+pub(crate) fn restore_on_description(
+    fd: &OwnedFd,
+    path: &str,
+    locks: &[FileLock],
+) -> Result<(), RestoreError> {
+    for l in locks {
+        let err = |source| RestoreError::File {
+            path: format!("{path} (taking its lock back)"),
+            source,
+        };
+        match l.kind() {
+            file_lock::Kind::Flock => {
+                let op = if l.write {
+                    libc::LOCK_EX
+                } else {
+                    libc::LOCK_SH
+                };
+                crate::sys::fileops::flock(fd, op | libc::LOCK_NB).map_err(err)?;
+            }
+            file_lock::Kind::Ofd => {
+                crate::sys::fileops::ofd_setlk(fd, l.write, l.start as i64, l.len as i64)
+                    .map_err(err)?;
+            }
+            file_lock::Kind::Posix => {}
+        }
+    }
+    Ok(())
+}
+
+/// `struct flock` for x86-64: l_type, l_whence (i16 each), l_start, l_len (i64), l_pid.
+fn flock_bytes(l: &FileLock) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    let ty = if l.write {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    } as i16;
+    b[0..2].copy_from_slice(&ty.to_ne_bytes());
+    b[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
+    b[8..16].copy_from_slice(&(l.start as i64).to_ne_bytes());
+    b[16..24].copy_from_slice(&(l.len as i64).to_ne_bytes());
+    b
+}
+
+/// Takes the task's POSIX locks back: `fcntl(fd, F_SETLK, &flock)` run by the task `t`, the
+/// struct written at `scratch`.
+pub(crate) fn restore_posix(
+    t: &mut Tracee,
+    pid: i32,
+    scratch: RemoteAddr,
+    fdinfo: &[FdinfoEntry],
+) -> Result<(), RestoreError> {
+    for e in fdinfo {
+        for l in &e.posix_locks {
+            t.write_mem(scratch, &flock_bytes(l))?;
+            crate::mm::rsys(
+                t,
+                pid,
+                libc::SYS_fcntl,
+                [e.fd as u64, libc::F_SETLK as u64, scratch.0, 0, 0, 0],
+                || format!("fd {}: POSIX lock {}+{}", e.fd, l.start, l.len),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_lines() {
+        let text = "pos:\t0\nflags:\t02100001\nmnt_id:\t27\nino:\t10011451\n\
+                    lock:\t1: FLOCK  ADVISORY  WRITE 11641 fe:00:10011451 0 EOF\n\
+                    lock:\t2: POSIX  ADVISORY  READ 11641 fe:00:10011451 5 14\n\
+                    lock:\t3: OFDLCK ADVISORY  WRITE -1 fe:00:10011451 100 EOF\n";
+        let h = parse(text).unwrap();
+        assert_eq!(h.desc.len(), 2);
+        assert_eq!(h.desc[0].kind(), file_lock::Kind::Flock);
+        assert!(h.desc[0].write);
+        assert_eq!(h.desc[1].kind(), file_lock::Kind::Ofd);
+        assert_eq!((h.desc[1].start, h.desc[1].len), (100, 0));
+        assert_eq!(h.posix.len(), 1);
+        assert_eq!(
+            (h.posix[0].start, h.posix[0].len, h.posix[0].write),
+            (5, 10, false)
+        );
+        assert!(parse("lock:\t1: LEASE  ACTIVE    READ 1 fe:00:1 0 EOF\n")
+            .unwrap_err()
+            .contains("LEASE"));
+        assert!(parse("lock:\t1: POSIX  ADVISORY  WRITE 1 fe:00:1 9 3\n").is_err());
+        assert_eq!(parse("pos:\t0\n").unwrap(), Held::default());
+    }
+
+    #[test]
+    fn flock_struct_layout() {
+        let b = flock_bytes(&FileLock {
+            kind: file_lock::Kind::Posix as i32,
+            write: true,
+            start: 5,
+            len: 10,
+        });
+        assert_eq!(i16::from_ne_bytes([b[0], b[1]]), libc::F_WRLCK as i16);
+        assert_eq!(i64::from_ne_bytes(b[8..16].try_into().unwrap()), 5);
+        assert_eq!(i64::from_ne_bytes(b[16..24].try_into().unwrap()), 10);
+    }
+}
