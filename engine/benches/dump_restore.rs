@@ -38,7 +38,8 @@ fn pause_forever() -> ! {
 /// Forks the victim; returns its pid once it is ready (it writes a byte to a pipe).
 fn spawn(v: Victim) -> Pid {
     let (r, w) = nix::unistd::pipe().unwrap();
-    // SAFETY-free: the bench is single-threaded when it forks.
+    // SAFETY: the bench is single-threaded when it forks; the child only allocates and
+    // pauses, which is sound in a single-threaded copy.
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             drop(r);
@@ -58,7 +59,7 @@ fn spawn(v: Victim) -> Pid {
                 }
                 Victim::Tree(n) => {
                     for _ in 0..n {
-                        // SAFETY-free: single-threaded child.
+                        // SAFETY: the victim is single-threaded; its children only pause.
                         if let ForkResult::Child = unsafe { fork() }.unwrap() {
                             pause_forever()
                         }

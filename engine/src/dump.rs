@@ -182,42 +182,19 @@ impl Tree {
                 self.procs.push(p);
                 continue;
             }
-            let mut seen = HashSet::new();
-            loop {
-                let tids = match proc::threads(pid) {
-                    Ok(t) => t,
-                    Err(_) if p.threads.is_empty() => break,
-                    Err(e) => return Err(e.into()),
-                };
-                let new: Vec<i32> = tids.into_iter().filter(|t| seen.insert(*t)).collect();
-                if new.is_empty() {
-                    break;
+            // A leader that has exited while its threads run on shows as a zombie thread.
+            if thread_state(pid, pid) == Some('Z') {
+                return Err(DumpError::Unsupported {
+                    pid,
+                    what: "a thread group whose leader has exited".into(),
+                });
+            }
+            if let Err(e) = seize_threads(&mut p) {
+                // Resume what was seized of this process before giving up.
+                for t in p.threads.drain(..) {
+                    let _ = t.release();
                 }
-                for tid in new {
-                    match Tracee::seize(Tid(tid)) {
-                        Ok(t) => p.threads.push(t),
-                        // The thread exited between listing and seizing.
-                        Err(e) if seize_errno(&e) == Some(libc::ESRCH) => {}
-                        // An exited leader whose threads run on cannot be seized.
-                        Err(e) if seize_errno(&e) == Some(libc::EPERM) && tid == pid => {
-                            let st = proc::read(format!("/proc/{pid}/task/{pid}/stat"))
-                                .unwrap_or_default();
-                            if st.contains(") Z") {
-                                p.leader_exited = true;
-                            } else {
-                                return Err(DumpError::Seize { pid, source: e });
-                            }
-                        }
-                        Err(e) if tid == root => {
-                            return Err(if seize_errno(&e) == Some(libc::ESRCH) {
-                                DumpError::NoSuchProcess { pid }
-                            } else {
-                                DumpError::Seize { pid, source: e }
-                            })
-                        }
-                        Err(e) => return Err(DumpError::Seize { pid, source: e }),
-                    }
-                }
+                return Err(e);
             }
             if p.threads.is_empty() {
                 // Exited while we looked: it is a zombie now (its parent is frozen).
@@ -242,7 +219,7 @@ impl Tree {
             for t in &p.threads {
                 kids.extend(proc::children(pid, t.tid().0).unwrap_or_default());
             }
-            kids.sort_unstable();
+            // In the kernel's order (oldest first), which restore forks in.
             for k in kids {
                 if known.insert(k) {
                     queue.push_back(k);
@@ -283,6 +260,48 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+fn thread_state(pid: i32, tid: i32) -> Option<char> {
+    let st = proc::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    st[st.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Seizes every thread of `p`, re-listing until no new one appears. Threads that exit
+/// meanwhile are skipped; a thread that cannot be seized for another reason fails the dump.
+fn seize_threads(p: &mut Proc) -> Result<(), DumpError> {
+    let pid = p.pid;
+    let mut seen = HashSet::new();
+    loop {
+        let tids = match proc::threads(pid) {
+            Ok(t) => t,
+            Err(_) if p.threads.is_empty() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let new: Vec<i32> = tids.into_iter().filter(|t| seen.insert(*t)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        for tid in new {
+            match Tracee::seize(Tid(tid)) {
+                Ok(t) => p.threads.push(t),
+                // Exited between listing and seizing, or while being seized.
+                Err(e) if seize_errno(&e) == Some(libc::ESRCH) => {}
+                Err(ParasiteError::Gone { .. }) => {}
+                Err(e) => {
+                    if thread_state(pid, tid).is_none_or(|s| s == 'Z' || s == 'X') {
+                        // An exiting thread: gone by now.
+                        continue;
+                    }
+                    return Err(DumpError::Seize { pid, source: e });
+                }
+            }
+        }
     }
 }
 

@@ -391,6 +391,8 @@ fn read_task(pid: i32, labels: &mut Labeler) -> Result<TaskState, InspectError> 
     let rlimits = parse_limits(&read_text(pid, &limits_path)?)
         .map_err(|e| parse_err(pid, &limits_path, e))?;
 
+    let cwd = read_fs_link(pid, "cwd", &threads)?;
+    let root = read_fs_link(pid, "root", &threads)?;
     Ok(TaskState {
         pid,
         ppid: Some(stat.ppid),
@@ -408,11 +410,24 @@ fn read_task(pid: i32, labels: &mut Labeler) -> Result<TaskState, InspectError> 
             shared_pending: status.shd_pnd,
         },
         creds: status.creds,
-        cwd: read_link(pid, &proc_path(pid, "cwd"))?,
-        root: read_link(pid, &proc_path(pid, "root"))?,
+        cwd,
+        root,
         umask: status.umask,
         rlimits,
     })
+}
+
+/// `cwd` or `root` of a process; through a live thread when the leader has exited (its own
+/// links are gone then).
+fn read_fs_link(pid: i32, name: &str, threads: &[ThreadState]) -> Result<String, InspectError> {
+    let first = read_link(pid, &proc_path(pid, name));
+    if first.is_ok() {
+        return first;
+    }
+    threads
+        .iter()
+        .find_map(|t| read_link(pid, &proc_path(pid, &format!("task/{}/{name}", t.tid))).ok())
+        .map_or(first, Ok)
 }
 
 fn read_thread(pid: i32, tid: i32) -> Result<ThreadState, InspectError> {

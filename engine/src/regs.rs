@@ -20,7 +20,6 @@ pub(crate) fn to_image(r: &UserRegs) -> ImgRegs {
 }
 
 pub(crate) fn from_image(i: &ImgRegs) -> UserRegs {
-    // SAFETY-free: start from the all-zero value and set every field.
     let mut r = zeroed();
     macro_rules! conv {
         ($($f:ident),*) => { $(r.$f = i.$f;)* };

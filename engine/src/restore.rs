@@ -476,7 +476,7 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     }
     child::reset_signals(signals::NSIG as i32);
     if e.sid == e.pid {
-        // SAFETY-free wrapper: becomes the leader of a new session.
+        // Becomes the leader of a new session before forking its members.
         let _ = child::session(e.sid == e.pid, e.pgid == e.pid, t.ns_pgid);
     }
     for &c in &t.children {

@@ -240,7 +240,6 @@ fn dumped(setup: &str) -> (tempfile::TempDir, u32) {
 }
 
 fn reap(pid: u32) {
-    // SAFETY-free: nix wrappers.
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGKILL,

@@ -23,6 +23,12 @@
 //! program exit without a pidfile), and later failures are collected in a
 //! [`Checker`] and reported once SIGTERM has arrived.
 //!
+//! Tests made of several processes use [`tree`] (members forked on pipes
+//! to the root, which orders them to check themselves and collects their
+//! verdicts) and [`plan`] (a tree with its sessions and process groups
+//! described as data); multi-threaded tests use [`thread`] for per-thread
+//! names, scheduling, affinity and TLS base.
+//!
 //! Signal masks are handled with the raw `rt_sigprocmask`/`rt_sigsuspend`
 //! system calls on the kernel's 64-bit sigset, not through glibc, because
 //! glibc silently drops its internal signals (32 and 33) from masks and a test
@@ -33,8 +39,10 @@ pub mod files;
 pub mod maps;
 pub mod mem;
 pub mod pattern;
+pub mod plan;
 pub mod proc;
 pub mod sig;
+pub mod thread;
 pub mod tree;
 
 use std::ffi::{OsStr, OsString};

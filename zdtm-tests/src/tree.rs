@@ -528,7 +528,7 @@ impl Member {
                 self.pid,
                 m.strip_prefix("FAIL: ").unwrap_or(&m)
             )),
-            Err(e) => c.fail(e.to_string()),
+            Err(e) => c.fail(chain(&e)),
         }
     }
 
@@ -537,6 +537,18 @@ impl Member {
         close_fd(self.cmd);
         close_fd(self.rep);
     }
+}
+
+/// An error and its causes on one line: `what: cause: cause`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Waits for every member's `ready`; the first failure is returned.
@@ -551,7 +563,7 @@ pub fn await_all_ready(members: &mut [Member]) -> Result<(), TreeError> {
 pub fn check_all(members: &[Member], c: &mut Checker) {
     for m in members {
         if let Err(e) = m.order(ORDER_CHECK) {
-            c.fail(e.to_string());
+            c.fail(chain(&e));
         }
     }
     for m in members {
@@ -564,7 +576,7 @@ pub fn check_all(members: &[Member], c: &mut Checker) {
 pub fn finish(members: Vec<Member>, c: &mut Checker) {
     for m in &members {
         if let Err(e) = m.order(ORDER_EXIT) {
-            c.fail(e.to_string());
+            c.fail(chain(&e));
         }
     }
     for m in members {
@@ -742,6 +754,39 @@ pub fn stat_ids(pid: libc::pid_t) -> io::Result<StatIds> {
     parse_stat_ids(&text).ok_or_else(|| io::Error::other(format!("cannot parse {path}")))
 }
 
+/// The system call a task is blocked in, from `/proc/PID/syscall`:
+/// `Some(nr)` with its number, `None` when it is running or stopped outside
+/// a system call.
+pub fn blocked_syscall(pid: libc::pid_t) -> io::Result<Option<i64>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall"))?;
+    Ok(parse_syscall(&text))
+}
+
+/// The number in the text of `/proc/PID/syscall` (`running` and `-1 ...`
+/// give `None`).
+pub fn parse_syscall(text: &str) -> Option<i64> {
+    text.split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+        .filter(|&n: &i64| n >= 0)
+}
+
+/// Waits until `pid` sits in system call `nr` (up to `timeout`); whether it
+/// does.
+pub fn wait_in_syscall(pid: libc::pid_t, nr: i64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if matches!(blocked_syscall(pid), Ok(Some(n)) if n == nr) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,6 +819,16 @@ mod tests {
             }
         );
         assert_eq!(parse_stat_ids("42 (a) S 1"), None);
+    }
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(
+            parse_syscall("34 0x0 0x0 0x0 0x0 0x0 0x0 0x7ffd 0x7f00\n"),
+            Some(34)
+        );
+        assert_eq!(parse_syscall("-1 0x7ffd 0x4000\n"), None);
+        assert_eq!(parse_syscall("running\n"), None);
     }
 
     #[test]

@@ -104,13 +104,24 @@ pub fn wait_pid(pid: i32, deadline: Instant) -> nix::Result<Option<Exit>> {
     }
 }
 
-/// Whether `pid` exists and is not a zombie.
+/// Whether the stat text names a live (not zombie, not dead) task.
+fn live_stat(stat: &str) -> bool {
+    match stat.rfind(')') {
+        Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+        None => false,
+    }
+}
+
+/// Whether `pid` exists and is not a zombie. A process whose leader thread has exited while
+/// other threads run on shows the leader's `Z`: it is alive while any thread is.
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
-            None => false,
-        },
+        Ok(stat) if live_stat(&stat) => true,
+        Ok(_) => std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| live_stat(&s))
+            })
+        }),
         Err(_) => false,
     }
 }

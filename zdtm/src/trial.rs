@@ -798,14 +798,14 @@ impl<'a> Trial<'a> {
             self.roundtrip(&dir, Step::Dump)?;
             return Ok(Dumped::LeftRunning);
         }
-        self.reap_dumped(&run)?;
+        self.reap_dumped(&run, &dir)?;
         self.roundtrip(&dir, Step::Dump)?;
         Ok(Dumped::Killed)
     }
 
     /// After a dump the engine kills the tree; the root is our child, so reap it
     /// (and wait for the rest to go) before restoring, or the pids stay taken.
-    fn reap_dumped(&mut self, run: &Run) -> Result<(), Failure> {
+    fn reap_dumped(&mut self, run: &Run, dir: &std::path::Path) -> Result<(), Failure> {
         let gone = match self.launcher.as_mut() {
             Some(child) => match process::wait_child(child, self.deadline) {
                 Ok(Some(_)) => {
@@ -846,7 +846,12 @@ impl<'a> Trial<'a> {
             )
             .with_run(run.clone()));
         }
-        let rest: BTreeSet<i32> = self.known.iter().map(|i| i.pid).collect();
+        // Every task of the dumped tree, including zombies and children born after the last
+        // inspection: all re-parented to us when the root died, all to be reaped.
+        let mut rest: BTreeSet<i32> = self.known.iter().map(|i| i.pid).collect();
+        if let Ok(inv) = images::ImageDir::open(dir).and_then(|d| d.read_inventory()) {
+            rest.extend(inv.pids);
+        }
         let left = process::reap_gone(&rest, self.deadline);
         if !left.is_empty() {
             return Err(Failure::new(
