@@ -44,6 +44,8 @@ time.sleep(1000)
         dir = files_dir.to_str().unwrap(),
         ready = ready.to_str().unwrap()
     );
+    // Reaped with waitpid below, after crust killed it.
+    #[allow(clippy::zombie_processes)]
     let victim = Command::new("python3")
         .args(["-c", &script])
         .stdin(Stdio::null())
