@@ -98,6 +98,11 @@ echo "fake: could not get pid $want back" >&2; exit 1"#
         let script = format!(
             r#"#!/bin/bash
 echo "$* CRUST_FAULT=${{CRUST_FAULT-}}" >> {calls}
+# Like a real engine, hand the test nothing of what this script inherited.
+for fd in /proc/$$/fd/*; do
+  fd=${{fd##*/}}
+  [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+done
 cmd=$1; shift
 pid= dir= log= leave= pidfile=
 while [ $# -gt 0 ]; do
