@@ -182,12 +182,26 @@ impl Tree {
                 self.procs.push(p);
                 continue;
             }
-            // A leader that has exited while its threads run on shows as a zombie thread.
+            // A leader that has exited shows as a zombie thread: with other threads running on
+            // it is a case this engine refuses; alone, the process is exiting and is dumped as
+            // the zombie it becomes.
             if thread_state(pid, pid) == Some('Z') {
-                return Err(DumpError::Unsupported {
-                    pid,
-                    what: "a thread group whose leader has exited".into(),
-                });
+                let others_live = proc::threads(pid)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|t| t != pid && !matches!(thread_state(pid, t), Some('Z' | 'X') | None));
+                if others_live {
+                    return Err(DumpError::Unsupported {
+                        pid,
+                        what: "a thread group whose leader has exited".into(),
+                    });
+                }
+                p.zombie = true;
+                if let Ok(s) = proc::stat(pid) {
+                    p.stat = s;
+                }
+                self.procs.push(p);
+                continue;
             }
             if let Err(e) = seize_threads(&mut p) {
                 // Resume what was seized of this process before giving up.
