@@ -102,8 +102,14 @@ pub fn features() -> Vec<Feature> {
         },
         Feature {
             name: "pre-dump",
-            what: "incremental dumps (pre-dump)",
-            present: Err("not implemented by this engine yet".into()),
+            what: "incremental dumps: pre-dump, --prev-images-dir, --track-mem (userfaultfd async write-protect, 6.7)",
+            present: errno_of(crate::sys::mem::probe_wp_async()),
+            required: false,
+        },
+        Feature {
+            name: "snapshots",
+            what: "dumps with --leave-running --track-mem chained by --prev-images-dir",
+            present: errno_of(crate::sys::mem::probe_wp_async()),
             required: false,
         },
         Feature {

@@ -39,6 +39,12 @@ pub struct DumpOpts {
     pub external: Vec<String>,
     /// Dump file locks (`--file-locks`); without it a task holding one is refused.
     pub file_locks: bool,
+    /// Parent images of an incremental dump (`--prev-images-dir`, relative to the images
+    /// directory): pages unchanged since are not stored again.
+    pub prev_images_dir: Option<PathBuf>,
+    /// Keep tracking memory changes for a later incremental dump (`--track-mem`; only with
+    /// `--leave-running`).
+    pub track_mem: bool,
 }
 
 /// What a successful dump wrote.
@@ -83,12 +89,12 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
     }
 }
 
-/// One frozen process of the tree.
-struct Proc {
-    pid: i32,
-    stat: proc::Stat,
+/// One frozen process of the tree (also frozen by `crust pre-dump`, [`crate::predump`]).
+pub(crate) struct Proc {
+    pub(crate) pid: i32,
+    pub(crate) stat: proc::Stat,
     /// Seized threads, the leader first (unless it has exited).
-    threads: Vec<Tracee>,
+    pub(crate) threads: Vec<Tracee>,
     /// A page crust mapped in the process for syscall arguments.
     scratch: Option<RemoteAddr>,
     zombie: bool,
@@ -96,11 +102,16 @@ struct Proc {
 }
 
 impl Proc {
-    fn remote(&mut self, what: &'static str, nr: i64, args: [u64; 6]) -> Result<u64, DumpError> {
+    pub(crate) fn remote(
+        &mut self,
+        what: &'static str,
+        nr: i64,
+        args: [u64; 6],
+    ) -> Result<u64, DumpError> {
         remote_in(&mut self.threads[0], self.pid, what, nr, args)
     }
 
-    fn scratch(&mut self) -> Result<RemoteAddr, DumpError> {
+    pub(crate) fn scratch(&mut self) -> Result<RemoteAddr, DumpError> {
         if let Some(s) = self.scratch {
             return Ok(s);
         }
@@ -147,8 +158,8 @@ fn remote_in(
 
 /// The frozen tree, parents before children.
 #[derive(Default)]
-struct Tree {
-    procs: Vec<Proc>,
+pub(crate) struct Tree {
+    pub(crate) procs: Vec<Proc>,
 }
 
 fn seize_errno(e: &ParasiteError) -> Option<i32> {
@@ -159,7 +170,7 @@ fn seize_errno(e: &ParasiteError) -> Option<i32> {
 }
 
 impl Tree {
-    fn freeze(&mut self, root: i32) -> Result<(), DumpError> {
+    pub(crate) fn freeze(&mut self, root: i32) -> Result<(), DumpError> {
         let mut queue = VecDeque::from([root]);
         let mut known = HashSet::from([root]);
         while let Some(pid) = queue.pop_front() {
@@ -247,7 +258,7 @@ impl Tree {
     }
 
     /// Resumes every task as it was (after a failure).
-    fn release_all(&mut self) {
+    pub(crate) fn release_all(&mut self) {
         for p in &mut self.procs {
             if !p.threads.is_empty() {
                 let _ = p.unmap_scratch();
@@ -258,7 +269,7 @@ impl Tree {
         }
     }
 
-    fn finish(&mut self, leave_running: bool) -> Result<(), DumpError> {
+    pub(crate) fn finish(&mut self, leave_running: bool) -> Result<(), DumpError> {
         for p in &mut self.procs {
             if !p.threads.is_empty() {
                 p.unmap_scratch()?;
@@ -375,6 +386,24 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
     let in_tree: HashSet<i32> = tree.procs.iter().map(|p| p.pid).collect();
     // Files need the tree's pids to tell pipes leading outside it.
     let mut files = files::FilesCtx::new(dir, opts, &in_tree)?;
+    // Memory of the whole tree (mm::DumpMem): one pages file, shmem objects once, the write
+    // trackers of an earlier pre-dump taken back.
+    let mut mem = mm::DumpMem::new(
+        dir,
+        mm::MemOpts {
+            prev: opts.prev_images_dir.clone(),
+            track: opts.track_mem && opts.leave_running,
+            pre_dump: false,
+            leave_running: opts.leave_running,
+        },
+    )?;
+    let live: Vec<i32> = tree
+        .procs
+        .iter()
+        .filter(|p| !p.threads.is_empty())
+        .map(|p| p.pid)
+        .collect();
+    mem.take_back(&live);
     for p in &mut tree.procs {
         let ppid = p.stat.ppid;
         let mut entry = PstreeEntry {
@@ -424,12 +453,14 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             });
         }
         if !p.zombie {
-            let (n, subreaper) = dump_process(p, opts, dir, &mut files)?;
+            let (n, subreaper) = dump_process(p, opts, dir, &mut files, &mut mem)?;
             pages += n;
             entry.subreaper = subreaper;
         }
         pstree.push(entry);
     }
+    // Page contents of the shmem objects; the write trackers go to their keeper.
+    mem.finish()?;
     if fault::hit("dump-after-pages") {
         return Err(DumpError::Fault("dump-after-pages"));
     }
@@ -568,6 +599,7 @@ fn dump_process(
     opts: &DumpOpts,
     dir: &ImageDir,
     files: &mut files::FilesCtx,
+    mem: &mut mm::DumpMem,
 ) -> Result<(u64, bool), DumpError> {
     let pid = p.pid;
     let status = proc::read(format!("/proc/{pid}/status"))?;
@@ -642,24 +674,25 @@ fn dump_process(
 
     // Memory contents.
     crate::debug!("pid {pid}: files read");
-    let runs = mm::scan(pid, &vmas)?;
-    crate::debug!("pid {pid}: memory scanned");
-    let pagemap = mm::pagemap_entries(&runs);
-    let pages_id = pid as u32;
-    let pages_file = dir.create_pages(pages_id)?;
-    mm::copy_pages(pid, &runs, &pages_file)?;
-    drop(pages_file);
-    dir.commit_pages(pages_id)?;
-    crate::debug!("pid {pid}: {} runs of pages written", runs.len());
+    // (mm::DumpMem: the pages go to the tree's pages file, copied beside the smaps read.)
+    let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas)?;
+    crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
     let smaps = match smaps {
         Some(h) => h.join().expect("smaps reader panicked")?,
         None => proc::smaps(pid)?,
     };
     mm::attach_flags(pid, &mut vmas, &smaps)?;
-    let mm_entry = mm::dump_layout(pid, &p.stat, brk, &vmas)?;
+    let mut mm_entry = mem.layout(pid, &p.stat, brk, &vmas)?;
+    mm_entry.track = mem.arm(pid, &mut p.threads[0], scratch, &vmas);
 
     let id = Some(pid as u32);
-    dir.write_pagemap(pid as u32, &PagemapHead { pages_id }, &pagemap)?;
+    dir.write_pagemap(
+        pid as u32,
+        &PagemapHead {
+            pages_id: mm::TREE_PAGES_ID,
+        },
+        &pagemap,
+    )?;
     dir.write_one(ImageKind::Mm, id, &mm_entry)?;
     let comm = p.stat.comm.clone();
     let mut task = Some(TaskCore {

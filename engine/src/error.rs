@@ -72,6 +72,13 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of the dump itself (the pages image, the previous images) and no task's.
+    #[error("{path}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("fault injected at {0}")]
@@ -123,6 +130,8 @@ pub enum RestoreError {
     },
     #[error("pid {pid}: {what}")]
     Layout { pid: i32, what: String },
+    #[error("pid {pid}: the vDSO of this kernel differs from the dumped one: {what}")]
+    Vdso { pid: i32, what: String },
     #[error("pid {pid}: restored task exited before it was released ({status})")]
     Died { pid: i32, status: String },
     #[error(transparent)]

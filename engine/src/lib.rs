@@ -15,6 +15,7 @@ pub mod log;
 pub(crate) mod mm;
 pub(crate) mod ns;
 pub(crate) mod par;
+pub mod predump;
 pub(crate) mod proc;
 pub(crate) mod regs;
 pub mod restore;
@@ -24,6 +25,7 @@ pub(crate) mod timers;
 
 pub use dump::{dump, DumpOpts, DumpReport};
 pub use error::{DumpError, RestoreError};
+pub use predump::{pre_dump, PreDumpOpts};
 pub use restore::{restore, RestoreOpts, Restored};
 
 /// Marks every descriptor above 2 close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`),

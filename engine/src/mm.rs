@@ -1,36 +1,51 @@
-//! Memory: the VMA list, mm fields, and page contents, both directions.
+//! Memory: the VMA list, mm fields and page contents, both directions.
 //!
-//! Dump finds the pages worth saving with `PAGEMAP_SCAN` (Linux 6.7): present or swapped, not the
-//! shared zero page, and for private file mappings only the pages that were copied on write
-//! (not `PAGE_IS_FILE`). Contents leave the frozen task with `process_vm_readv` (one copy) or,
-//! for areas the task itself cannot read (PROT_NONE), through `/proc/PID/mem`; several threads
-//! copy disjoint runs to their precomputed offsets of the pages image.
+//! - [`pages`]: which pages a dump stores (`PAGEMAP_SCAN`, Linux 6.7: present or swapped, not
+//!   the shared zero page, not guard markers, for private file mappings only the pages copied
+//!   on write), one pages file per dump, copy-on-write sharing with the parent stored once,
+//!   incremental dumps against a parent image directory; restore-side resolution of the
+//!   parent chain and the parallel fill.
+//! - [`shmem`]: shared anonymous memory, memfds and unlinked tmpfs files behind mappings,
+//!   saved once per object and created once at restore.
+//! - [`inherit`]: copy-on-write sharing restored through fork.
+//! - [`track`]: write tracking with an async write-protect userfaultfd, for pre-dumps.
+//! - [`vdso`]: the vDSO a restore relies on must be the dumped one.
 //!
-//! Restore rebuilds the layout with remote `mmap`s inside the restored task and fills each run
-//! of pages with a remote `preadv` from the pages image: the kernel copies straight from the
-//! page cache into the task, so crust never touches the data.
+//! This file holds what ties them together: the kinds of VMA, the mm image of a task
+//! ([`DumpMem`] for a dump, [`RestoreMem`] for a restore), and the rebuilding of a task's
+//! address space with remote syscalls ([`restore`]): the child's own layout unmapped, the
+//! vDSO moved to its saved place, every saved VMA mapped (an anonymous VMA that was moved by
+//! `mremap` is mapped at its origin first and moved, so its page offset is the saved one),
+//! filled, advised (huge pages, fork behaviour, guard regions, collapse back into huge pages),
+//! protected and locked.
 
+pub(crate) mod inherit;
+pub(crate) mod pages;
+pub(crate) mod shmem;
+pub(crate) mod track;
+pub(crate) mod vdso;
+
+use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
-use images::pb::{FileId, MmEntry, PagemapEntry, VmaEntry, VmaKind};
-use images::PAGE_SIZE;
-use parasite::Tracee;
+use images::pb::{AddrRange, FileId, MmEntry, PagemapEntry, VmaEntry, VmaKind};
+use images::{ImageDir, ImageKind, PAGE_SIZE, PE_IN_PARENT, PE_PRESENT};
+use parasite::{RemoteAddr, Tracee};
 
 use crate::error::{DumpError, RestoreError};
 use crate::proc::{self, Stat, Vma};
-use crate::sys;
 
-/// Pages of one VMA that must be saved: `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Run {
-    pub start: u64,
-    pub end: u64,
-    /// The task can read it itself (process_vm_readv works); else go through /proc/PID/mem.
-    pub readable: bool,
-}
+pub(crate) use inherit::{PlanTask, Premap};
+pub(crate) use pages::{PageFiles, TaskPages, TREE_PAGES_ID};
+
+/// `mmap` type of a droppable mapping (Linux 6.11): its pages may be freed under pressure.
+const MAP_DROPPABLE: u32 = 0x08;
+const MADV_GUARD_INSTALL: u64 = 102;
+const MLOCK_ONFAULT: u64 = 1;
+const MADV_POPULATE_WRITE: u64 = 23;
 
 pub(crate) fn vma_kind(v: &Vma) -> VmaKind {
     match v.name.as_str() {
@@ -40,29 +55,43 @@ pub(crate) fn vma_kind(v: &Vma) -> VmaKind {
         "[vsyscall]" => VmaKind::VmaVsyscall,
         "[heap]" => VmaKind::VmaHeap,
         "[stack]" => VmaKind::VmaStack,
-        _ if v.ino != 0 && v.shared => VmaKind::VmaFileShared,
-        _ if v.ino != 0 => VmaKind::VmaFilePrivate,
-        _ if v.shared => VmaKind::VmaAnonShared,
-        _ => VmaKind::VmaAnonPrivate,
+        _ => {
+            if let Some(k) = shmem::kind_of(v) {
+                k
+            } else if v.ino != 0 && v.shared {
+                VmaKind::VmaFileShared
+            } else if v.ino != 0 {
+                VmaKind::VmaFilePrivate
+            } else if v.shared {
+                VmaKind::VmaAnonShared
+            } else {
+                VmaKind::VmaAnonPrivate
+            }
+        }
     }
 }
 
 fn mmap_flags(v: &Vma, kind: VmaKind) -> u32 {
     let mut f = if v.shared {
-        libc::MAP_SHARED
+        libc::MAP_SHARED as u32
+    } else if v.has_flag("dp") {
+        MAP_DROPPABLE
     } else {
-        libc::MAP_PRIVATE
+        libc::MAP_PRIVATE as u32
     };
-    if !matches!(kind, VmaKind::VmaFilePrivate | VmaKind::VmaFileShared) {
-        f |= libc::MAP_ANONYMOUS;
+    if matches!(
+        kind,
+        VmaKind::VmaAnonPrivate | VmaKind::VmaHeap | VmaKind::VmaStack
+    ) {
+        f |= libc::MAP_ANONYMOUS as u32;
     }
     if v.has_flag("gd") {
-        f |= libc::MAP_GROWSDOWN;
+        f |= libc::MAP_GROWSDOWN as u32;
     }
     if v.has_flag("nr") {
-        f |= libc::MAP_NORESERVE;
+        f |= libc::MAP_NORESERVE as u32;
     }
-    f as u32
+    f
 }
 
 /// Identity of a mapped or opened file, taken through the task's own reference to it.
@@ -107,207 +136,574 @@ pub(crate) fn check_dumpable(pid: i32, v: &Vma) -> Result<(), DumpError> {
         name: v.name.clone(),
         why,
     };
+    if let Some(why) = shmem::refuse(pid, v) {
+        return Err(unsupported(why));
+    }
     match vma_kind(v) {
-        VmaKind::VmaAnonShared => Err(unsupported("shared anonymous memory")),
         VmaKind::VmaFilePrivate | VmaKind::VmaFileShared if v.name.ends_with(" (deleted)") => {
             Err(unsupported("the mapped file is deleted"))
         }
         VmaKind::VmaFilePrivate | VmaKind::VmaFileShared if !v.name.starts_with('/') => {
             Err(unsupported("mapping of an unnamed file"))
         }
+        VmaKind::VmaAnonShared if v.ino == 0 => Err(unsupported("shared memory of no object")),
         _ => Ok(()),
     }
 }
 
-/// Builds the mm image of `pid` from its VMAs (with VmFlags attached) and mm fields.
-pub(crate) fn dump_layout(
-    pid: i32,
-    stat: &Stat,
-    brk: u64,
-    vmas: &[Vma],
-) -> Result<MmEntry, DumpError> {
-    let mut entries = Vec::with_capacity(vmas.len());
-    for v in vmas {
-        let kind = vma_kind(v);
-        let unsupported = |why| DumpError::UnsupportedVma {
-            pid,
-            start: v.start,
-            end: v.end,
-            name: v.name.clone(),
-            why,
-        };
-        check_dumpable(pid, v)?;
-        let file = match kind {
-            VmaKind::VmaFilePrivate | VmaKind::VmaFileShared => {
-                let through = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
-                let id = file_id(&v.name, &through).map_err(|source| DumpError::Io {
-                    pid,
-                    path: through.into(),
-                    source,
-                })?;
-                match std::fs::metadata(&v.name) {
-                    Ok(md) if md.dev() == id.dev && md.ino() == id.ino => {}
-                    _ => return Err(unsupported("the path now names another file")),
+fn ranges(v: Option<&Vec<(u64, u64)>>) -> Vec<AddrRange> {
+    v.map(|r| {
+        r.iter()
+            .map(|&(start, end)| AddrRange { start, end })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dump
+
+/// How the memory of a dump is taken.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemOpts {
+    /// The parent image directory (`--prev-images-dir`), relative to the images directory.
+    pub prev: Option<PathBuf>,
+    /// Arm write tracking in the tasks, for a later incremental dump (`--track-mem` with
+    /// `--leave-running`, and every pre-dump).
+    pub track: bool,
+    /// A pre-dump: memory only, most of it copied after the tree runs again.
+    pub pre_dump: bool,
+    /// The tree runs on after the dump (a pre-dump, `--leave-running`); else it is killed.
+    pub leave_running: bool,
+}
+
+/// Huge-page and guard ranges of one task, by VMA index.
+#[derive(Default)]
+struct ScanInfo {
+    huge: pages::Ranges,
+    guards: pages::Ranges,
+}
+
+/// The memory side of one dump of a tree: the pages file, the shmem objects, the trackers.
+pub(crate) struct DumpMem {
+    dir: ImageDir,
+    out: pages::PagesOut,
+    prev: Option<ImageDir>,
+    /// The parent link this dump made (removed again unless the dump completes).
+    link: Option<PathBuf>,
+    opts: MemOpts,
+    /// This dump's pagemap of every process done, for its children.
+    done: HashMap<i32, Vec<PagemapEntry>>,
+    /// Pages of the pages file that several tasks point at (page ranges).
+    shared_slots: Vec<(u64, u64)>,
+    jobs: Vec<pages::Job>,
+    shmem: shmem::ShmemDump,
+    /// Trackers of the previous dump, taken back: they still protect the unchanged pages.
+    old: HashMap<i32, OwnedFd>,
+    /// Trackers armed by this dump, for its keeper.
+    new: Vec<(i32, OwnedFd)>,
+    /// Trackers of the previous dump no longer needed (see [`track::retire`]).
+    retired: Vec<(i32, OwnedFd)>,
+    keeper: String,
+    scans: HashMap<i32, ScanInfo>,
+    /// `/proc/PID/pagemap` of the task being dumped when it has children.
+    pagemap: Option<File>,
+    finished: bool,
+}
+
+/// Whether a thread of `pid` has children.
+fn has_children(pid: i32) -> bool {
+    proc::threads(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|t| proc::children(pid, t).is_ok_and(|c| !c.is_empty()))
+}
+
+impl DumpMem {
+    pub fn new(dir: &ImageDir, opts: MemOpts) -> Result<DumpMem, DumpError> {
+        let mut link = None;
+        let prev = match &opts.prev {
+            None => None,
+            Some(p) => {
+                // Relative to the images directory, like the link that will name it.
+                let target = dir.path().join(p);
+                match std::fs::metadata(&target) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(DumpError::Image(images::ImageError::NotADirectory {
+                            path: target,
+                        }))
+                    }
+                    Err(source) => {
+                        return Err(DumpError::File {
+                            path: target,
+                            source,
+                        })
+                    }
                 }
-                Some(id)
+                let at = dir.path().join(images::PARENT_LINK);
+                let io = |source| DumpError::File {
+                    path: at.clone(),
+                    source,
+                };
+                match std::fs::symlink_metadata(&at) {
+                    Ok(_) => std::fs::remove_file(&at).map_err(io)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io(e)),
+                }
+                std::os::unix::fs::symlink(p, &at).map_err(io)?;
+                link = Some(at);
+                let parent = dir.parent()?;
+                if let Some(pd) = &parent {
+                    // Anything but a directory of images is refused now, not at restore.
+                    std::fs::read_dir(pd.path()).map_err(|source| DumpError::File {
+                        path: pd.path().to_owned(),
+                        source,
+                    })?;
+                }
+                parent
+            }
+        };
+        Ok(DumpMem {
+            dir: dir.clone(),
+            out: pages::PagesOut::create(dir)?,
+            prev,
+            link,
+            opts,
+            done: HashMap::new(),
+            shared_slots: Vec::new(),
+            jobs: Vec::new(),
+            shmem: shmem::ShmemDump::default(),
+            old: HashMap::new(),
+            new: Vec::new(),
+            retired: Vec::new(),
+            keeper: track::keeper_name(),
+            scans: HashMap::new(),
+            pagemap: None,
+            finished: false,
+        })
+    }
+
+    /// Takes back the write trackers the previous dump left with its keeper, so that pages
+    /// unchanged since it need not be stored again. `pids`: the tree, frozen.
+    pub fn take_back(&mut self, pids: &[i32]) {
+        let Some(prev) = &self.prev else { return };
+        let name = pids.iter().find_map(|&pid| {
+            if !prev.exists(ImageKind::Mm, Some(pid as u32)) {
+                return None;
+            }
+            prev.read_one::<MmEntry>(ImageKind::Mm, Some(pid as u32))
+                .ok()
+                .and_then(|m| m.track)
+        });
+        if let Some(name) = name {
+            self.old = track::take_back(&name).into_iter().collect();
+        }
+    }
+
+    /// Finds the pages of a frozen task to save and returns its pagemap. A dump copies them at
+    /// once; a pre-dump plans their copy for [`DumpMem::finish`], after the tree runs again.
+    pub fn dump_pages(
+        &mut self,
+        pid: i32,
+        ppid: i32,
+        vmas: &[Vma],
+    ) -> Result<Vec<PagemapEntry>, DumpError> {
+        let prev_entries = match (&self.prev, self.old.contains_key(&pid)) {
+            (Some(p), true) if p.exists(ImageKind::Pagemap, Some(pid as u32)) => {
+                Some(p.read_pagemap(pid as u32)?.1)
             }
             _ => None,
         };
-        entries.push(VmaEntry {
-            start: v.start,
-            end: v.end,
-            prot: v.prot(),
-            flags: mmap_flags(v, kind),
-            pgoff: v.pgoff * PAGE_SIZE,
-            kind: kind as i32,
-            file,
-            vm_flags: v.vm_flags.clone(),
-        });
+        let tracked = prev_entries.is_some();
+        let pages::Scanned {
+            regions,
+            huge,
+            guards,
+        } = pages::scan(pid, vmas, tracked)?;
+        crate::debug!("pid {pid}: {} regions found", regions.len());
+        self.scans.insert(pid, ScanInfo { huge, guards });
+        let io = |pid: i32, source| DumpError::Io {
+            pid,
+            path: format!("/proc/{pid}/pagemap").into(),
+            source,
+        };
+        // The parent in this dump, for pages still shared with it since fork.
+        let cow = match self.done.get(&ppid) {
+            Some(pe) if !pe.is_empty() => {
+                let mine = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| io(pid, e))?;
+                let theirs =
+                    File::open(format!("/proc/{ppid}/pagemap")).map_err(|e| io(ppid, e))?;
+                Some((mine, theirs))
+            }
+            _ => None,
+        };
+        // A process with children in the tree may share pages with them.
+        self.pagemap = if has_children(pid) {
+            Some(File::open(format!("/proc/{pid}/pagemap")).map_err(|e| io(pid, e))?)
+        } else {
+            None
+        };
+        let mut entries = Vec::new();
+        let mut vma = usize::MAX;
+        let mut first = 0;
+        for r in &regions {
+            if r.vma != vma {
+                vma = r.vma;
+                first = entries.len();
+            }
+            // Unchanged since the parent dump, and there: not stored again.
+            let mut pieces = Vec::new();
+            match &prev_entries {
+                Some(pe) if !r.written => {
+                    let mut cur = r.start;
+                    while cur < r.end {
+                        let e = pages::covering(pe, cur);
+                        let next = match e {
+                            Some(e) => (e.vaddr + e.nr_pages * PAGE_SIZE).min(r.end),
+                            None => {
+                                let i = pe.partition_point(|x| x.vaddr <= cur);
+                                pe.get(i).map_or(r.end, |x| x.vaddr.min(r.end))
+                            }
+                        };
+                        pieces.push((cur, next, e.is_some()));
+                        cur = next;
+                    }
+                }
+                _ => pieces.push((r.start, r.end, false)),
+            }
+            for (s, e, in_parent) in pieces {
+                if in_parent {
+                    let nr = (e - s) / PAGE_SIZE;
+                    pages::push_entry_after(&mut entries, first, s, nr, 0, PE_IN_PARENT);
+                    continue;
+                }
+                self.store(
+                    pid,
+                    ppid,
+                    r.readable,
+                    (s, e),
+                    first,
+                    cow.as_ref(),
+                    &mut entries,
+                )?;
+            }
+        }
+        self.done.insert(pid, entries.clone());
+        if !self.opts.pre_dump {
+            // Now, while smaps is read beside (the tree stays frozen until the end anyway).
+            let jobs = std::mem::take(&mut self.jobs);
+            crate::debug!("pid {pid}: {} runs to copy", jobs.len());
+            self.out.copy(&jobs, &[], false)?;
+        }
+        Ok(entries)
     }
-    let auxv_raw = proc::read_bytes(format!("/proc/{pid}/auxv"))?;
-    let auxv = auxv_raw
-        .chunks_exact(8)
-        .map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk")))
-        .collect();
-    let exe_link = format!("/proc/{pid}/exe");
-    let exe_path = proc::readlink(&exe_link)?;
-    let exe = file_id(&exe_path, &exe_link).map_err(|source| DumpError::Io {
-        pid,
-        path: exe_link.into(),
-        source,
-    })?;
-    let mm = MmEntry {
-        start_code: stat.start_code,
-        end_code: stat.end_code,
-        start_data: stat.start_data,
-        end_data: stat.end_data,
-        start_brk: stat.start_brk,
-        brk,
-        start_stack: stat.start_stack,
-        arg_start: stat.arg_start,
-        arg_end: stat.arg_end,
-        env_start: stat.env_start,
-        env_end: stat.env_end,
-        auxv,
-        exe: Some(exe),
-        vmas: entries,
-    };
-    Ok(mm)
-}
 
-/// Finds the runs of pages to save in every VMA.
-pub(crate) fn scan(pid: i32, vmas: &[Vma]) -> Result<Vec<Run>, DumpError> {
-    let path = PathBuf::from(format!("/proc/{pid}/pagemap"));
-    let pagemap = File::open(&path).map_err(|source| DumpError::Io {
-        pid,
-        path: path.clone(),
-        source,
-    })?;
-    let mut runs = Vec::new();
-    let mut regions = Vec::new();
-    for v in vmas {
-        let kind = vma_kind(v);
-        let excluded = match kind {
-            VmaKind::VmaAnonPrivate | VmaKind::VmaHeap | VmaKind::VmaStack => sys::PAGE_IS_PFNZERO,
-            VmaKind::VmaFilePrivate => sys::PAGE_IS_PFNZERO | sys::PAGE_IS_FILE,
-            _ => continue,
+    /// Plans `[s, e)` of `pid`: pages the parent holds at the same physical page point at the
+    /// parent's data, the rest gets room in the pages file.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        pid: i32,
+        ppid: i32,
+        readable: bool,
+        (s, e): (u64, u64),
+        first: usize,
+        cow: Option<&(File, File)>,
+        entries: &mut Vec<PagemapEntry>,
+    ) -> Result<(), DumpError> {
+        let n = (e - s) / PAGE_SIZE;
+        let io = |pid: i32, source| DumpError::Io {
+            pid,
+            path: format!("/proc/{pid}/pagemap").into(),
+            source,
         };
-        regions.clear();
-        let filter = sys::ScanFilter {
-            required: 0,
-            excluded,
-            anyof: sys::PAGE_IS_PRESENT | sys::PAGE_IS_SWAPPED,
+        // Per page: the parent's page in the pages file, when shared with it.
+        let mut shared: Vec<Option<u64>> = vec![None; n as usize];
+        // Per page: mapped by other processes too. Such a page is read through /proc/PID/mem:
+        // process_vm_readv pins pages, and pinning a page shared since fork makes the kernel
+        // give the task a copy of its own (5.19+), which would break the very sharing this
+        // dump saves (and grow a task left running).
+        let mut careful = vec![false; n as usize];
+        let words = match (cow, &self.pagemap) {
+            (Some((mine, _)), _) | (None, Some(mine)) => {
+                let w = pages::pagemap_words(mine, s, n).map_err(|e| io(pid, e))?;
+                for (c, &w) in careful.iter_mut().zip(&w) {
+                    *c = pages::pfn(w).is_some() && !pages::exclusive(w);
+                }
+                w
+            }
+            (None, None) => Vec::new(),
         };
-        sys::pagemap_scan(pagemap.as_raw_fd(), v.start, v.end, filter, &mut regions).map_err(
-            |source| DumpError::Io {
+        if let (Some((_, theirs)), Some(pe)) = (cow, self.done.get(&ppid)) {
+            if careful.iter().any(|&c| c) {
+                let pw = pages::pagemap_words(theirs, s, n).map_err(|e| io(ppid, e))?;
+                for i in 0..n as usize {
+                    let (Some(a), Some(b)) = (pages::pfn(words[i]), pages::pfn(pw[i])) else {
+                        continue;
+                    };
+                    if a != b {
+                        continue;
+                    }
+                    let addr = s + i as u64 * PAGE_SIZE;
+                    if let Some(pe) = pages::covering(pe, addr) {
+                        if pe.flags == PE_PRESENT {
+                            shared[i] = Some(pe.pages_off + (addr - pe.vaddr) / PAGE_SIZE);
+                        }
+                    }
+                }
+            }
+        }
+        let mut i = 0usize;
+        while i < n as usize {
+            let mut j = i + 1;
+            match shared[i] {
+                Some(off) => {
+                    while j < n as usize && shared[j] == Some(off + (j - i) as u64) {
+                        j += 1;
+                    }
+                    let addr = s + i as u64 * PAGE_SIZE;
+                    let nr = (j - i) as u64;
+                    pages::push_entry_after(entries, first, addr, nr, off, PE_PRESENT);
+                    self.shared_slots.push((off, off + nr));
+                }
+                None => {
+                    while j < n as usize && shared[j].is_none() && careful[j] == careful[i] {
+                        j += 1;
+                    }
+                    let addr = s + i as u64 * PAGE_SIZE;
+                    let len = (j - i) as u64 * PAGE_SIZE;
+                    let off = self.out.alloc(len);
+                    pages::push_entry_after(entries, first, addr, len / PAGE_SIZE, off, PE_PRESENT);
+                    self.jobs.push(pages::Job {
+                        src: pages::Source::Task {
+                            pid,
+                            readable: readable && !careful[i],
+                        },
+                        addr,
+                        len,
+                        off: off * PAGE_SIZE,
+                    });
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// The mm image of `pid` from its VMAs (with VmFlags attached) and mm fields.
+    pub fn layout(
+        &mut self,
+        pid: i32,
+        stat: &Stat,
+        brk: u64,
+        vmas: &[Vma],
+    ) -> Result<MmEntry, DumpError> {
+        let info = self.scans.remove(&pid).unwrap_or_default();
+        let mut entries = Vec::with_capacity(vmas.len());
+        for (i, v) in vmas.iter().enumerate() {
+            let kind = vma_kind(v);
+            let unsupported = |why| DumpError::UnsupportedVma {
                 pid,
-                path: path.clone(),
-                source,
-            },
-        )?;
-        // Runs never cross a VMA boundary: restore checks each lies inside one mapping.
-        runs.extend(regions.iter().map(|r| Run {
-            start: r.start,
-            end: r.end,
-            readable: v.read,
-        }));
-    }
-    Ok(runs)
-}
-
-/// Pagemap entries for `runs` laid out one after another in the pages image.
-pub(crate) fn pagemap_entries(runs: &[Run]) -> Vec<PagemapEntry> {
-    let mut off = 0;
-    runs.iter()
-        .map(|r| {
-            let nr = (r.end - r.start) / PAGE_SIZE;
-            let e = PagemapEntry {
-                vaddr: r.start,
-                nr_pages: nr,
-                pages_off: off,
-                flags: images::PE_PRESENT,
+                start: v.start,
+                end: v.end,
+                name: v.name.clone(),
+                why,
             };
-            off += nr;
-            e
+            check_dumpable(pid, v)?;
+            let (file, shmem) = match kind {
+                VmaKind::VmaFilePrivate | VmaKind::VmaFileShared => {
+                    let through = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+                    let id = file_id(&v.name, &through).map_err(|source| DumpError::Io {
+                        pid,
+                        path: through.into(),
+                        source,
+                    })?;
+                    match std::fs::metadata(&v.name) {
+                        Ok(md) if md.dev() == id.dev && md.ino() == id.ino => {}
+                        _ => return Err(unsupported("the path now names another file")),
+                    }
+                    (Some(id), None)
+                }
+                VmaKind::VmaAnonShared | VmaKind::VmaShmem => {
+                    (None, Some(self.shmem.object(pid, v)?))
+                }
+                _ => (None, None),
+            };
+            entries.push(VmaEntry {
+                start: v.start,
+                end: v.end,
+                prot: v.prot(),
+                flags: mmap_flags(v, kind),
+                pgoff: v.pgoff * PAGE_SIZE,
+                kind: kind as i32,
+                file,
+                vm_flags: v.vm_flags.clone(),
+                shmem,
+                huge: ranges(info.huge.get(&i)),
+                guards: ranges(info.guards.get(&i)),
+            });
+        }
+        let auxv_raw = proc::read_bytes(format!("/proc/{pid}/auxv"))?;
+        let auxv = auxv_raw
+            .chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk")))
+            .collect();
+        let exe_link = format!("/proc/{pid}/exe");
+        let exe_path = proc::readlink(&exe_link)?;
+        let exe = file_id(&exe_path, &exe_link).map_err(|source| DumpError::Io {
+            pid,
+            path: exe_link.into(),
+            source,
+        })?;
+        Ok(MmEntry {
+            start_code: stat.start_code,
+            end_code: stat.end_code,
+            start_data: stat.start_data,
+            end_data: stat.end_data,
+            start_brk: stat.start_brk,
+            brk,
+            start_stack: stat.start_stack,
+            arg_start: stat.arg_start,
+            arg_end: stat.arg_end,
+            env_start: stat.env_start,
+            env_end: stat.env_end,
+            auxv,
+            exe: Some(exe),
+            vmas: entries,
+            vdso: vdso::dump(pid, vmas)?,
+            track: None,
         })
-        .collect()
-}
+    }
 
-const COPY_CHUNK: u64 = 4 << 20;
-
-/// Copies the runs' contents from the frozen task into `out` at their pagemap offsets, with
-/// one copy per byte on the way out (process_vm_readv), spread over the available cores.
-pub(crate) fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<(), DumpError> {
-    let mut chunks = Vec::new();
-    let mut off = 0u64;
-    for r in runs {
-        let mut a = r.start;
-        while a < r.end {
-            let len = (r.end - a).min(COPY_CHUNK);
-            chunks.push((a, len, off, r.readable));
-            a += len;
-            off += len;
+    /// Arms write tracking in the frozen task when this dump asks for it, after its pages were
+    /// scanned. Returns the name of the keeper that will hold the tracker. Tracking is best
+    /// effort: a task where it cannot be armed is dumped in full next time.
+    pub fn arm(
+        &mut self,
+        pid: i32,
+        t: &mut Tracee,
+        scratch: RemoteAddr,
+        vmas: &[Vma],
+    ) -> Option<String> {
+        let old = self.old.remove(&pid);
+        if !self.opts.track && !self.opts.pre_dump {
+            if let Some(fd) = old {
+                self.retired.push((pid, fd));
+            }
+            return None;
+        }
+        let ranges: Vec<(u64, u64)> = vmas
+            .iter()
+            .filter(|v| {
+                let k = vma_kind(v);
+                let private_pages = matches!(
+                    k,
+                    VmaKind::VmaAnonPrivate
+                        | VmaKind::VmaHeap
+                        | VmaKind::VmaStack
+                        | VmaKind::VmaFilePrivate
+                ) || (k == VmaKind::VmaShmem && !v.shared);
+                private_pages && !v.has_flag("dp") && !v.has_flag("io") && !v.has_flag("pf")
+            })
+            .map(|v| (v.start, v.end))
+            .collect();
+        if let Some(fd) = old {
+            match track::rearm(pid, &fd, &ranges) {
+                Ok(()) => {
+                    crate::debug!("pid {pid}: write tracking armed again");
+                    self.new.push((pid, fd));
+                    return Some(self.keeper.clone());
+                }
+                // The old one goes (the kernel lifts its protection), a new one comes.
+                Err(e) => crate::debug!("pid {pid}: tracker not armed again: {e}"),
+            }
+        }
+        match track::arm(t, pid, scratch, &ranges) {
+            Ok(fd) => {
+                crate::debug!("pid {pid}: write tracking armed");
+                self.new.push((pid, fd));
+                Some(self.keeper.clone())
+            }
+            Err(e) => {
+                crate::warn!("pid {pid}: write tracking not armed, next dump is full: {e}");
+                None
+            }
         }
     }
-    let total = off;
-    out.set_len(total).map_err(|source| DumpError::Io {
-        pid,
-        path: "pages image".into(),
-        source,
-    })?;
-    let mem_path = format!("/proc/{pid}/mem");
-    let mem = File::open(&mem_path).map_err(|source| DumpError::Io {
-        pid,
-        path: mem_path.clone().into(),
-        source,
-    })?;
-    crate::par::for_each(
-        &chunks,
-        total,
-        || vec![0u8; COPY_CHUNK as usize],
-        |buf, &(addr, len, off, readable)| {
-            let b = &mut buf[..len as usize];
-            let io_err = |source| DumpError::Io {
-                pid,
-                path: format!("{mem_path} at {addr:#x}").into(),
-                source,
-            };
-            let got = if readable {
-                sys::process_vm_read(pid, addr, b).map_err(io_err)?
-            } else {
-                0
-            };
-            if got < b.len() {
-                mem.read_exact_at(&mut b[got..], addr + got as u64)
-                    .map_err(io_err)?;
+
+    /// Pre-dump, before the tree runs again: copies the pages several tasks point at, which
+    /// must be one consistent copy.
+    pub fn copy_shared_now(&mut self) -> Result<(), DumpError> {
+        let mut slots = std::mem::take(&mut self.shared_slots);
+        slots.sort_unstable();
+        let slots = pages::merge(slots.into_iter());
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let mut now = Vec::new();
+        let mut later = Vec::new();
+        for j in std::mem::take(&mut self.jobs) {
+            let (a, b) = (j.off / PAGE_SIZE, (j.off + j.len) / PAGE_SIZE);
+            let mut cut = vec![a, b];
+            for &(s, e) in &slots {
+                if s < b && e > a {
+                    cut.push(s.max(a));
+                    cut.push(e.min(b));
+                }
             }
-            out.write_all_at(b, off).map_err(|source| DumpError::Io {
-                pid,
-                path: "pages image".into(),
-                source,
-            })
-        },
-    )
+            cut.sort_unstable();
+            cut.dedup();
+            for w in cut.windows(2) {
+                let part = pages::Job {
+                    src: j.src,
+                    addr: j.addr + (w[0] - a) * PAGE_SIZE,
+                    len: (w[1] - w[0]) * PAGE_SIZE,
+                    off: w[0] * PAGE_SIZE,
+                };
+                if slots.iter().any(|&(s, e)| s <= w[0] && w[1] <= e) {
+                    now.push(part);
+                } else {
+                    later.push(part);
+                }
+            }
+        }
+        self.out.copy(&now, &[], false)?;
+        self.jobs = later;
+        Ok(())
+    }
+
+    /// Copies everything planned (in a pre-dump, from tasks running again), saves the shmem
+    /// objects (not in a pre-dump: a later dump saves them whole anyway) and commits the
+    /// pages file. Returns the number of pages stored.
+    pub fn finish(mut self) -> Result<u64, DumpError> {
+        let mut jobs = std::mem::take(&mut self.jobs);
+        let objects = if self.opts.pre_dump {
+            Vec::new()
+        } else {
+            jobs.extend(self.shmem.plan(&self.dir, &mut self.out)?);
+            self.shmem.files()
+        };
+        self.out.copy(&jobs, &objects, self.opts.pre_dump)?;
+        let n = self.out.pages();
+        self.dir.commit_pages(TREE_PAGES_ID)?;
+        self.finished = true;
+        track::keep(&self.keeper, &std::mem::take(&mut self.new));
+        let mut retired = std::mem::take(&mut self.retired);
+        retired.extend(std::mem::take(&mut self.old));
+        track::retire(retired, !self.opts.leave_running);
+        Ok(n)
+    }
+}
+
+impl Drop for DumpMem {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Some(l) = &self.link {
+                let _ = std::fs::remove_file(l);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -330,11 +726,87 @@ pub(crate) fn rsys(
 }
 
 /// Where the service descriptors of the restored task sit while crust works on it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct MmFds {
     /// fd of each mapped file, by path.
     pub files: Vec<(String, i32)>,
+    /// fd of each shmem object, by id.
+    pub shmem: Vec<(u32, i32)>,
     pub exe: i32,
+}
+
+/// The memory side of one restore: pages files, shmem objects, inheritance plan.
+#[derive(Default)]
+pub(crate) struct RestoreMem {
+    pub files: PageFiles,
+    shmem: HashMap<u32, OwnedFd>,
+}
+
+impl RestoreMem {
+    /// Reads and checks everything memory of one task needs: its pages through the parent
+    /// chain, each inside a mapping that takes them, and its vDSO against this kernel's.
+    pub fn load_task(
+        &mut self,
+        dir: &ImageDir,
+        pid: i32,
+        mm: &MmEntry,
+    ) -> Result<TaskPages, RestoreError> {
+        vdso::check(pid, mm)?;
+        let image = dir.file_path(ImageKind::Mm, Some(pid as u32));
+        for v in &mm.vmas {
+            let kind = v.kind();
+            let object_kind = matches!(kind, VmaKind::VmaAnonShared | VmaKind::VmaShmem);
+            if object_kind != v.shmem.is_some() {
+                return Err(RestoreError::BadImage {
+                    image,
+                    what: format!("mapping {:#x}: shmem object missing or misplaced", v.start),
+                });
+            }
+            for r in v.huge.iter().chain(&v.guards) {
+                if r.start < v.start || r.end > v.end || r.start >= r.end {
+                    return Err(RestoreError::BadImage {
+                        image,
+                        what: format!(
+                            "mapping {:#x}-{:#x}: range {:#x}-{:#x} outside it",
+                            v.start, v.end, r.start, r.end
+                        ),
+                    });
+                }
+            }
+        }
+        pages::load(&mut self.files, dir, pid, mm)
+    }
+
+    /// Creates and fills every shmem object of the tree, and plans the areas each task
+    /// inherits from its parent. `tasks` is in tree order, like the result.
+    /// `memfds`: the memfds the files of the tree opened, by inode at dump time; a mapping
+    /// of one of them maps that very memfd.
+    pub fn prepare(
+        &mut self,
+        dir: &ImageDir,
+        tasks: &[PlanTask<'_>],
+        memfds: &HashMap<u64, RawFd>,
+    ) -> Result<Vec<Premap>, RestoreError> {
+        let objects = tasks
+            .iter()
+            .filter_map(|t| t.image)
+            .flat_map(|(mm, _)| mm.vmas.iter().filter_map(|v| v.shmem.as_ref()));
+        self.shmem = shmem::create_all(dir, objects, memfds)?;
+        inherit::plan(tasks, &self.files).map_err(|source| RestoreError::File {
+            path: "shared memory for the status of inherited areas".into(),
+            source,
+        })
+    }
+
+    /// The pages files, for the take-over of every task.
+    pub fn into_files(self) -> PageFiles {
+        self.files
+    }
+
+    /// Crust's descriptor of shmem object `id`.
+    pub fn shmem_fd(&self, id: u32) -> Option<RawFd> {
+        self.shmem.get(&id).map(|f| f.as_raw_fd())
+    }
 }
 
 /// Special mappings the kernel gave the restore child (`[vvar]`, `[vvar_vclock]`, `[vdso]`).
@@ -347,25 +819,37 @@ fn special_kind(name: &str) -> Option<VmaKind> {
     }
 }
 
+/// What [`restore`] works from, for one task.
+pub(crate) struct TaskMem<'a> {
+    pub mm: &'a MmEntry,
+    pub pages: &'a TaskPages,
+    pub files: &'a PageFiles,
+    pub fds: &'a MmFds,
+    pub premap: &'a Premap,
+}
+
 /// Replaces the address space of the restore child with the saved one. On return the task
 /// holds every saved VMA with its final protection and contents, and the trampoline.
 pub(crate) fn restore(
     t: &mut Tracee,
     pid: i32,
-    mm: &MmEntry,
-    pagemap: &[PagemapEntry],
-    fds: &MmFds,
-    pages: Option<&Path>,
+    m: &TaskMem<'_>,
     tramp: (u64, u64),
 ) -> Result<(), RestoreError> {
+    let mm = m.mm;
     let layout = |what: String| RestoreError::Layout { pid, what };
     let current = proc::maps(pid)?;
-    // 1. Drop everything of the child's own layout except the trampoline and the vDSO family.
-    let keep: Vec<(u64, u64)> = current
+    let placed = m.premap.placed();
+    // 1. Drop everything of the child's own layout except the trampoline, the vDSO family
+    // and the areas it prepared (inherited through fork).
+    let mut keep: Vec<(u64, u64)> = current
         .iter()
-        .filter(|v| special_kind(&v.name).is_some() || (v.start >= tramp.0 && v.end <= tramp.1))
+        .filter(|v| special_kind(&v.name).is_some())
         .map(|v| (v.start, v.end))
         .collect();
+    keep.push(tramp);
+    keep.extend(&placed);
+    keep.sort_unstable();
     let mut cursor = PAGE_SIZE;
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
     let mut holes = Vec::new();
@@ -384,7 +868,7 @@ pub(crate) fn restore(
         })?;
     }
     // 2. Move the vDSO family to its saved place. Every saved special mapping must exist here
-    // with the same size: the same kernel made both.
+    // with the same size: the same kernel made both (checked against the symbols at plan).
     let saved_special: Vec<&VmaEntry> = mm
         .vmas
         .iter()
@@ -403,12 +887,15 @@ pub(crate) fn restore(
         match saved_special.iter().find(|s| s.kind() == kind) {
             Some(s) if s.end - s.start == v.len() => moves.push((v.start, v.len(), s.start)),
             Some(s) => {
-                return Err(layout(format!(
-                    "{} is {} bytes here but {} bytes in the image (a different kernel)",
-                    v.name,
-                    v.len(),
-                    s.end - s.start
-                )))
+                return Err(RestoreError::Vdso {
+                    pid,
+                    what: format!(
+                        "{} is {} bytes here but {} bytes in the image",
+                        v.name,
+                        v.len(),
+                        s.end - s.start
+                    ),
+                })
             }
             None => {
                 rsys(
@@ -448,41 +935,79 @@ pub(crate) fn restore(
     }
     // 3. Map every saved VMA, writable while it is filled.
     let mut to_protect = Vec::new();
+    // First pages faulted in only to keep an area apart, with nothing of the image there.
+    let mut faulted = Vec::new();
+    let mut last: Option<&VmaEntry> = None;
     for v in &mm.vmas {
+        let prev = last.replace(v);
         let kind = v.kind();
         let len = v.end - v.start;
-        let fd = match kind {
-            VmaKind::VmaVdso | VmaKind::VmaVvar | VmaKind::VmaVvarVclock | VmaKind::VmaVsyscall => {
-                continue
-            }
-            VmaKind::VmaFilePrivate | VmaKind::VmaFileShared => {
-                let path = v.file.as_ref().map(|f| f.path.as_str()).unwrap_or("");
-                fds.files
-                    .iter()
-                    .find(|(p, _)| p == path)
-                    .map(|(_, fd)| *fd as u64)
-                    .ok_or_else(|| layout(format!("no descriptor for mapped file {path}")))?
-            }
-            _ => u64::MAX,
-        };
-        let needs_fill = pagemap
-            .iter()
-            .any(|e| e.vaddr < v.end && e.vaddr + e.nr_pages * PAGE_SIZE > v.start);
-        let prot = if needs_fill && kind != VmaKind::VmaFileShared {
+        let premapped = m.premap.in_place(v.start, v.end);
+        let needs_fill = !premapped && m.pages.within(v.start, v.end).next().is_some();
+        let prot = if needs_fill {
             v.prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
         } else {
             v.prot
         };
-        let flags = v.flags | libc::MAP_FIXED as u32;
-        rsys(
-            t,
-            pid,
-            libc::SYS_mmap,
-            [v.start, len, prot as u64, flags as u64, fd, v.pgoff],
-            || format!("mmap {:#x}-{:#x}", v.start, v.end),
-        )?;
-        if prot != v.prot {
-            to_protect.push(v);
+        match kind {
+            VmaKind::VmaVdso | VmaKind::VmaVvar | VmaKind::VmaVvarVclock | VmaKind::VmaVsyscall => {
+                continue
+            }
+            _ if premapped => {
+                // Prepared read-write before the fork; only its protection is left to set.
+                if v.prot != (libc::PROT_READ | libc::PROT_WRITE) as u32 {
+                    to_protect.push(v);
+                }
+            }
+            VmaKind::VmaFilePrivate | VmaKind::VmaFileShared => {
+                let path = v.file.as_ref().map(|f| f.path.as_str()).unwrap_or("");
+                let fd = m
+                    .fds
+                    .files
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, fd)| *fd as u64)
+                    .ok_or_else(|| layout(format!("no descriptor for mapped file {path}")))?;
+                map_at(t, pid, v, prot, v.flags, fd, v.pgoff)?;
+                if prot != v.prot {
+                    to_protect.push(v);
+                }
+            }
+            VmaKind::VmaAnonShared | VmaKind::VmaShmem => {
+                let id = v.shmem.as_ref().map_or(0, |o| o.id);
+                let fd = m
+                    .fds
+                    .shmem
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, fd)| *fd as u64)
+                    .ok_or_else(|| layout(format!("no descriptor for shmem object {id}")))?;
+                let flags = v.flags & !(libc::MAP_ANONYMOUS as u32);
+                map_at(t, pid, v, prot, flags, fd, v.pgoff)?;
+                if prot != v.prot {
+                    to_protect.push(v);
+                }
+            }
+            _ => {
+                let apart = keep_apart(prev, v);
+                let prot = if apart {
+                    prot | (libc::PROT_READ | libc::PROT_WRITE) as u32
+                } else {
+                    prot
+                };
+                map_anon(t, pid, v, prot, apart)?;
+                if apart
+                    && m.pages
+                        .within(v.start, v.start + PAGE_SIZE)
+                        .next()
+                        .is_none()
+                {
+                    faulted.push(v.start);
+                }
+                if prot != v.prot {
+                    to_protect.push(v);
+                }
+            }
         }
         for (flag, advice) in [
             ("hg", libc::MADV_HUGEPAGE),
@@ -490,6 +1015,9 @@ pub(crate) fn restore(
             ("dc", libc::MADV_DONTFORK),
             ("dd", libc::MADV_DONTDUMP),
             ("wf", libc::MADV_WIPEONFORK),
+            ("rr", libc::MADV_RANDOM),
+            ("sr", libc::MADV_SEQUENTIAL),
+            ("mg", libc::MADV_MERGEABLE),
         ] {
             if v.vm_flags.iter().any(|f| f == flag) {
                 rsys(
@@ -502,11 +1030,51 @@ pub(crate) fn restore(
             }
         }
     }
-    // 4. Contents.
-    if let Some(p) = pages {
-        fill_pages(pid, p, pagemap)?;
+    // 4. Contents, except where the task prepared them itself.
+    let runs = m
+        .pages
+        .runs
+        .iter()
+        .copied()
+        .filter(|r| !placed.iter().any(|&(s, e)| s <= r.vaddr && r.end() <= e));
+    pages::fill(pid, m.files, runs)?;
+    for at in faulted {
+        rsys(
+            t,
+            pid,
+            libc::SYS_madvise,
+            [at, PAGE_SIZE, libc::MADV_DONTNEED as u64, 0, 0, 0],
+            || format!("madvise DONTNEED {at:#x}"),
+        )?;
     }
-    // 5. Final protections.
+    // 5. Huge pages where there were (best effort), guard regions.
+    for v in &mm.vmas {
+        if !m.premap.in_place(v.start, v.end) {
+            for r in &v.huge {
+                const MADV_COLLAPSE: u64 = 25;
+                if let Err(e) = t.syscall_ok(
+                    libc::SYS_madvise,
+                    [r.start, r.end - r.start, MADV_COLLAPSE, 0, 0, 0],
+                ) {
+                    crate::debug!(
+                        "pid {pid}: {:#x}-{:#x} not collapsed into huge pages: {e}",
+                        r.start,
+                        r.end
+                    );
+                }
+            }
+        }
+        for r in &v.guards {
+            rsys(
+                t,
+                pid,
+                libc::SYS_madvise,
+                [r.start, r.end - r.start, MADV_GUARD_INSTALL, 0, 0, 0],
+                || format!("guard region {:#x}-{:#x}", r.start, r.end),
+            )?;
+        }
+    }
+    // 6. Final protections, then locks (which fault the whole area in).
     for v in to_protect {
         rsys(
             t,
@@ -516,7 +1084,110 @@ pub(crate) fn restore(
             || format!("mprotect {:#x}-{:#x}", v.start, v.end),
         )?;
     }
+    for v in &mm.vmas {
+        if v.vm_flags.iter().any(|f| f == "lo") {
+            let flags = if v.vm_flags.iter().any(|f| f == "lf") {
+                MLOCK_ONFAULT
+            } else {
+                0
+            };
+            rsys(
+                t,
+                pid,
+                libc::SYS_mlock2,
+                [v.start, v.end - v.start, flags, 0, 0, 0],
+                || format!("mlock {:#x}-{:#x}", v.start, v.end),
+            )?;
+        }
+    }
     Ok(())
+}
+
+fn map_at(
+    t: &mut Tracee,
+    pid: i32,
+    v: &VmaEntry,
+    prot: u32,
+    flags: u32,
+    fd: u64,
+    off: u64,
+) -> Result<(), RestoreError> {
+    rsys(
+        t,
+        pid,
+        libc::SYS_mmap,
+        [
+            v.start,
+            v.end - v.start,
+            prot as u64,
+            (flags | libc::MAP_FIXED as u32) as u64,
+            fd,
+            off,
+        ],
+        || format!("mmap {:#x}-{:#x}", v.start, v.end),
+    )?;
+    Ok(())
+}
+
+/// Whether `v` must be kept apart from the VMA before it: both anonymous and alike in every
+/// saved attribute, yet two VMAs. The kernel would merge them if `v` were mapped in place (they
+/// were apart because of where `v` came from, by `mremap`, which maps do not show), so it is
+/// mapped elsewhere and moved in, which gives it a page offset of its own as well.
+pub(crate) fn keep_apart(prev: Option<&VmaEntry>, v: &VmaEntry) -> bool {
+    let anon = |x: &VmaEntry| {
+        matches!(
+            x.kind(),
+            VmaKind::VmaAnonPrivate | VmaKind::VmaHeap | VmaKind::VmaStack
+        )
+    };
+    prev.is_some_and(|p| {
+        p.end == v.start
+            && anon(p)
+            && anon(v)
+            && p.prot == v.prot
+            && p.flags == v.flags
+            && p.vm_flags == v.vm_flags
+    })
+}
+
+/// Maps an anonymous private VMA, apart from the one before it if `apart`: it is mapped
+/// elsewhere, given an anon_vma by faulting its first page in (the kernel gives an unfaulted
+/// area the page offset of wherever it moves, and merges it), and moved in. The caller maps
+/// it read-write in that case and drops the first page again if the image has none there.
+fn map_anon(
+    t: &mut Tracee,
+    pid: i32,
+    v: &VmaEntry,
+    prot: u32,
+    apart: bool,
+) -> Result<(), RestoreError> {
+    if !apart {
+        return map_at(t, pid, v, prot, v.flags, u64::MAX, 0);
+    }
+    // Its place is taken first, so that the kernel does not put the one to move in there.
+    map_at(t, pid, v, prot, v.flags, u64::MAX, 0)?;
+    let len = v.end - v.start;
+    let flags = (v.flags & !(libc::MAP_FIXED as u32)) as u64;
+    let at = rsys(
+        t,
+        pid,
+        libc::SYS_mmap,
+        [0, len, prot as u64, flags, u64::MAX, 0],
+        || format!("mmap of {:#x}-{:#x} to move in", v.start, v.end),
+    )?;
+    rsys(
+        t,
+        pid,
+        libc::SYS_madvise,
+        [at, PAGE_SIZE, MADV_POPULATE_WRITE, 0, 0, 0],
+        || format!("fault in {at:#x}"),
+    )?;
+    crate::debug!(
+        "pid {pid}: {:#x}-{:#x} moved in from {at:#x}, apart from the area before it",
+        v.start,
+        v.end
+    );
+    mremap(t, pid, at, len, v.start)
 }
 
 fn mremap(t: &mut Tracee, pid: i32, from: u64, len: u64, to: u64) -> Result<(), RestoreError> {
@@ -566,61 +1237,11 @@ pub(crate) fn find_free(mm: &MmEntry, current: &[Vma], tramp: (u64, u64), len: u
     (cand + len <= 0x7fff_ffff_f000).then_some(cand)
 }
 
-/// Fills the task's pages from the pages image: crust maps the image and copies into the
-/// task with `process_vm_writev` from several threads, so the first touch of the restored
-/// memory (page allocation, the dominant cost) runs on every core at once.
-pub(crate) fn fill_pages(
-    pid: i32,
-    pages: &Path,
-    pagemap: &[PagemapEntry],
-) -> Result<(), RestoreError> {
-    let file = File::open(pages).map_err(|source| RestoreError::File {
-        path: pages.display().to_string(),
-        source,
-    })?;
-    let mut chunks = Vec::new();
-    for e in pagemap {
-        let len = e.nr_pages * PAGE_SIZE;
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(FILL_CHUNK);
-            chunks.push((e.vaddr + done, e.pages_off * PAGE_SIZE + done, n));
-            done += n;
-        }
-    }
-    let fd = file.as_raw_fd();
-    let total = chunks.iter().map(|c| c.2).sum();
-    crate::par::for_each(
-        &chunks,
-        total,
-        || (),
-        |_, &(vaddr, off, len)| {
-            let io = |source| RestoreError::File {
-                path: format!("{} at offset {off}", pages.display()),
-                source,
-            };
-            let map = sys::Mapped::file(fd, off, len as usize).map_err(io)?;
-            let data = map.as_slice();
-            let mut done = 0;
-            while done < data.len() {
-                let at = vaddr + done as u64;
-                let n = sys::process_vm_write(pid, at, &data[done..]).map_err(|source| {
-                    RestoreError::Layout {
-                        pid,
-                        what: format!("writing pages at {at:#x}: {source}"),
-                    }
-                })?;
-                if n == 0 {
-                    return Err(RestoreError::Layout {
-                        pid,
-                        what: format!("no progress writing pages at {at:#x}"),
-                    });
-                }
-                done += n;
-            }
-            Ok(())
-        },
-    )
+/// The open mode a mapped file needs: writable for a shared mapping that may write (`mw`).
+pub(crate) fn file_needs_write(mm: &MmEntry, path: &str) -> bool {
+    mm.vmas.iter().any(|v| {
+        v.kind() == VmaKind::VmaFileShared
+            && v.file.as_ref().is_some_and(|f| f.path == path)
+            && v.vm_flags.iter().any(|f| f == "mw")
+    })
 }
-
-const FILL_CHUNK: u64 = 8 << 20;

@@ -30,8 +30,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use images::pb::{
-    CoreEntry, FdinfoEntry, FileEntry, FsEntry, MmEntry, PagemapEntry, PipeData, PstreeEntry,
-    RlimitEntry, SigactionEntry,
+    CoreEntry, FdinfoEntry, FileEntry, FsEntry, MmEntry, PipeData, PstreeEntry, RlimitEntry,
+    SigactionEntry,
 };
 use images::{ImageDir, ImageKind, PAGE_SIZE};
 use parasite::{RemoteAddr, StopKind, Tid, Tracee, WaitStatus};
@@ -66,8 +66,8 @@ pub struct Restored {
 struct TaskImages {
     cores: Vec<CoreEntry>,
     mm: MmEntry,
-    pagemap: Vec<PagemapEntry>,
-    pages_path: Option<PathBuf>,
+    /// Its pages, resolved through the parent image directories (mm::TaskPages).
+    pages: mm::TaskPages,
     fdinfo: Vec<FdinfoEntry>,
     fs: FsEntry,
     sigacts: Vec<SigactionEntry>,
@@ -97,13 +97,21 @@ struct Task {
     cwd: CString,
     comm: CString,
     mm_fds: MmFds,
+    /// Areas the task prepares before it forks, for its children to inherit (mm::inherit).
+    premap: mm::Premap,
+    /// The pages files of the images (mm::PageFiles), shared by all tasks.
+    page_files: std::sync::Arc<mm::PageFiles>,
 }
 
 fn bad(image: PathBuf, what: String) -> RestoreError {
     RestoreError::BadImage { image, what }
 }
 
-fn load_task(dir: &ImageDir, e: &PstreeEntry) -> Result<TaskImages, RestoreError> {
+fn load_task(
+    dir: &ImageDir,
+    e: &PstreeEntry,
+    mem: &mut mm::RestoreMem,
+) -> Result<TaskImages, RestoreError> {
     let pid = e.pid;
     let id = Some(pid as u32);
     let mut cores = Vec::new();
@@ -128,14 +136,12 @@ fn load_task(dir: &ImageDir, e: &PstreeEntry) -> Result<TaskImages, RestoreError
     }
     let mm: MmEntry = dir.read_one(ImageKind::Mm, id)?;
     check_layout(&mm, &dir.file_path(ImageKind::Mm, id))?;
-    let (head, pagemap) = dir.read_pagemap(pid as u32)?;
-    check_pages_in_vmas(&mm, &pagemap, &dir.file_path(ImageKind::Pagemap, id))?;
-    let pages_path = (!pagemap.is_empty()).then(|| dir.pages_path(head.pages_id));
+    // Pages through the parent chain, each inside a mapping that takes them; the vDSO.
+    let pages = mem.load_task(dir, pid, &mm)?;
     Ok(TaskImages {
         cores,
         mm,
-        pagemap,
-        pages_path,
+        pages,
         fdinfo: dir.read(ImageKind::Fdinfo, id)?,
         fs: dir.read_one(ImageKind::Fs, id)?,
         sigacts: dir.read(ImageKind::Sigacts, id)?,
@@ -174,33 +180,6 @@ fn check_layout(mm: &MmEntry, image: &Path) -> Result<(), RestoreError> {
             ));
         }
         prev_end = v.end;
-    }
-    Ok(())
-}
-
-/// Every page run lies inside one VMA that takes saved pages.
-fn check_pages_in_vmas(
-    mm: &MmEntry,
-    pagemap: &[PagemapEntry],
-    image: &Path,
-) -> Result<(), RestoreError> {
-    use images::pb::VmaKind::*;
-    for e in pagemap {
-        let end = e.vaddr + e.nr_pages * PAGE_SIZE;
-        let ok = mm.vmas.iter().any(|v| {
-            v.start <= e.vaddr
-                && end <= v.end
-                && matches!(
-                    v.kind(),
-                    VmaAnonPrivate | VmaFilePrivate | VmaStack | VmaHeap
-                )
-        });
-        if !ok {
-            return Err(bad(
-                image.into(),
-                format!("pages at {:#x}-{end:#x} lie outside any mapping", e.vaddr),
-            ));
-        }
     }
     Ok(())
 }
@@ -254,6 +233,7 @@ fn plan(
     let files_img: Vec<FileEntry> = dir.read(ImageKind::Files, None)?;
     let pipes: Vec<PipeData> = dir.read(ImageKind::PipeData, None)?;
     let mut tasks = Vec::with_capacity(pstree.len());
+    let mut mem = mm::RestoreMem::default();
     for (i, e) in pstree.iter().enumerate() {
         if i > 0 && index.get(&e.ppid).is_none_or(|&p| p >= i) {
             return Err(bad(
@@ -267,7 +247,7 @@ fn plan(
         let images = if e.zombie {
             None
         } else {
-            Some(load_task(dir, e)?)
+            Some(load_task(dir, e, &mut mem)?)
         };
         let (tids, ns_pid, ns_threads) = if own_pidns {
             if e.ns_pid <= 0 || (!e.zombie && e.ns_threads.len() != e.threads.len()) {
@@ -294,9 +274,11 @@ fn plan(
             cwd: CString::default(),
             comm: CString::default(),
             mm_fds: MmFds {
-                files: Vec::new(),
                 exe: -1,
+                ..Default::default()
             },
+            premap: mm::Premap::default(),
+            page_files: Default::default(),
         });
     }
     for i in 1..tasks.len() {
@@ -321,6 +303,31 @@ fn plan(
 
     // Every description of the tree, opened once in crust.
     let descs = files::open_all(&files_img, &pipes, opts, dir)?;
+    // A memfd both open and mapped is one object: the mappings use the files' memfd.
+    let memfds: HashMap<u64, RawFd> = files_img
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(images::pb::file_entry::Kind::Memfd(m)) => {
+                descs.get(&f.id).map(|fd| (m.ino, fd.as_raw_fd()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Memory (mm::RestoreMem): every shmem object created and filled once; the areas each task
+    // prepares for its children to inherit.
+    let plan_tasks: Vec<mm::PlanTask<'_>> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| mm::PlanTask {
+            parent: (i > 0).then(|| index[&t.entry.ppid]),
+            image: t.images.as_ref().map(|img| (&img.mm, &img.pages)),
+        })
+        .collect();
+    let premaps = mem.prepare(dir, &plan_tasks, &memfds)?;
+    drop(plan_tasks);
+    for (t, p) in tasks.iter_mut().zip(premaps) {
+        t.premap = p;
+    }
     let mut opened: HashMap<String, OwnedFd> = HashMap::new();
     for t in &mut tasks {
         let Some(img) = &t.images else { continue };
@@ -353,17 +360,20 @@ fn plan(
                            send: &mut Vec<RawFd>,
                            places: &mut Vec<(i32, bool)>|
          -> Result<i32, RestoreError> {
-            if !opened.contains_key(path) {
+            // A shared mapping that may write needs a writable descriptor (mm).
+            let write = mm::file_needs_write(&img.mm, path);
+            let key = format!("{}{path}", if write { "w:" } else { "r:" });
+            if !opened.contains_key(&key) {
                 let c = cstring(path, &dir.file_path(ImageKind::Mm, id))?;
-                let f = sys::open(&c, libc::O_RDONLY | libc::O_CLOEXEC).map_err(|source| {
-                    RestoreError::File {
+                let mode = if write { libc::O_RDWR } else { libc::O_RDONLY };
+                let f =
+                    sys::open(&c, mode | libc::O_CLOEXEC).map_err(|source| RestoreError::File {
                         path: path.to_string(),
                         source,
-                    }
-                })?;
-                opened.insert(path.to_string(), f);
+                    })?;
+                opened.insert(key.clone(), f);
             }
-            send.push(opened[path].as_raw_fd());
+            send.push(opened[&key].as_raw_fd());
             places.push((next, true));
             next += 1;
             Ok(next - 1)
@@ -380,6 +390,22 @@ fn plan(
                 }
             }
         }
+        // Every shmem object the task maps, created by mm::RestoreMem.
+        for v in &img.mm.vmas {
+            let Some(o) = &v.shmem else { continue };
+            if !t.mm_fds.shmem.iter().any(|(id, _)| *id == o.id) {
+                let fd = mem.shmem_fd(o.id).ok_or_else(|| {
+                    bad(
+                        dir.file_path(ImageKind::Mm, id),
+                        format!("shmem object {} unknown", o.id),
+                    )
+                })?;
+                send.push(fd);
+                t.places.push((next, true));
+                t.mm_fds.shmem.push((o.id, next));
+                next += 1;
+            }
+        }
         let (ours, theirs) =
             sys::fd_transport().map_err(|source| RestoreError::Clone { pid, source })?;
         for chunk in send.chunks(sys::FDS_PER_MESSAGE) {
@@ -393,6 +419,10 @@ fn plan(
         t.cwd = cstring(&img.fs.cwd, &dir.file_path(ImageKind::Fs, id))?;
         let task_core = img.cores[0].task.as_ref().expect("checked in load");
         t.comm = cstring(&task_core.comm, &dir.file_path(ImageKind::Core, id))?;
+    }
+    let page_files = std::sync::Arc::new(mem.into_files());
+    for t in &mut tasks {
+        t.page_files = page_files.clone();
     }
     Ok((tasks, inv))
 }
@@ -475,6 +505,8 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
         }
     }
     child::reset_signals(signals::NSIG as i32);
+    // Private memory shared with children since fork, mapped before they are forked.
+    mm::inherit::prepare(&t.premap);
     if e.sid == e.pid {
         // Becomes the leader of a new session before forking its members.
         let _ = child::session(e.sid == e.pid, e.pgid == e.pid, t.ns_pgid);
@@ -847,10 +879,13 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     mm::restore(
         t,
         pid,
-        &img.mm,
-        &img.pagemap,
-        &task.mm_fds,
-        img.pages_path.as_deref(),
+        &mm::TaskMem {
+            mm: &img.mm,
+            pages: &img.pages,
+            files: &task.page_files,
+            fds: &task.mm_fds,
+            premap: &task.premap,
+        },
         (tramp, tramp + tlen),
     )?;
     if fault::hit("restore-after-mm") {

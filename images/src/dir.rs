@@ -184,7 +184,28 @@ impl ImageDir {
         head: &pb::PagemapHead,
         entries: &[pb::PagemapEntry],
     ) -> Result<(), ImageError> {
-        let mut w = self.writer(ImageKind::Pagemap, Some(id))?;
+        self.write_pagemap_of(ImageKind::Pagemap, id, head, entries)
+    }
+
+    /// Writes `pagemap-shmem-<id>.img`: the contents of shmem object `id`,
+    /// entries addressed by byte offset in the object.
+    pub fn write_shmem_pagemap(
+        &self,
+        id: u32,
+        head: &pb::PagemapHead,
+        entries: &[pb::PagemapEntry],
+    ) -> Result<(), ImageError> {
+        self.write_pagemap_of(ImageKind::ShmemPagemap, id, head, entries)
+    }
+
+    fn write_pagemap_of(
+        &self,
+        kind: ImageKind,
+        id: u32,
+        head: &pb::PagemapHead,
+        entries: &[pb::PagemapEntry],
+    ) -> Result<(), ImageError> {
+        let mut w = self.writer(kind, Some(id))?;
         w.push(head)?;
         for e in entries {
             w.push(e)?;
@@ -255,9 +276,26 @@ impl ImageDir {
         &self,
         id: u32,
     ) -> Result<(pb::PagemapHead, Vec<LocatedEntry>), ImageError> {
-        let path = self.file_path(ImageKind::Pagemap, Some(id));
+        self.read_pagemap_located_of(ImageKind::Pagemap, id)
+    }
+
+    /// Reads `pagemap-shmem-<id>.img`, checked like [`ImageDir::read_pagemap`].
+    pub fn read_shmem_pagemap(
+        &self,
+        id: u32,
+    ) -> Result<(pb::PagemapHead, Vec<pb::PagemapEntry>), ImageError> {
+        let (head, entries) = self.read_pagemap_located_of(ImageKind::ShmemPagemap, id)?;
+        Ok((head, entries.into_iter().map(|e| e.entry).collect()))
+    }
+
+    fn read_pagemap_located_of(
+        &self,
+        kind: ImageKind,
+        id: u32,
+    ) -> Result<(pb::PagemapHead, Vec<LocatedEntry>), ImageError> {
+        let path = self.file_path(kind, Some(id));
         let bytes = self.read_bytes(&path)?;
-        let (head, entries) = pagemap::decode_pagemap(&path, &bytes)?;
+        let (head, entries) = pagemap::decode_pagemap_of(kind, &path, &bytes)?;
         let pages_path = self.pages_path(head.pages_id);
         let pages_len = match fs::metadata(&pages_path) {
             Ok(m) => Some(m.len()),
@@ -352,10 +390,10 @@ impl ImageDir {
             };
             let bytes = self.read_bytes(&path)?;
             let again = match kind {
-                ImageKind::Pagemap => {
+                ImageKind::Pagemap | ImageKind::ShmemPagemap => {
                     // from_file_name gives every per-task kind an id.
                     let id = id.ok_or_else(|| ImageError::UnknownFile { path: path.clone() })?;
-                    let (head, entries) = self.read_pagemap_located(id)?;
+                    let (head, entries) = self.read_pagemap_located_of(kind, id)?;
                     let mut out = codec::encode_header(kind).to_vec();
                     out.extend(codec::encode_record(&path, out.len() as u64, &head)?);
                     for e in &entries {

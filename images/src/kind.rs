@@ -29,6 +29,12 @@ pub enum ImageKind {
     Sigacts,
     /// `rlimits-<pid>.img`: [`crate::pb::RlimitEntry`] records.
     Rlimits,
+    /// `pagemap-shmem-<id>.img`: the contents of shmem object `<id>`
+    /// (anonymous shared memory, a memfd, an unlinked tmpfs file) saved once
+    /// for every mapping of it: a [`crate::pb::PagemapHead`], then
+    /// [`crate::pb::PagemapEntry`] records whose `vaddr` is the byte offset
+    /// in the object.
+    ShmemPagemap,
 }
 
 /// A magic number whose little-endian bytes spell `tag`, so a hex dump of a
@@ -39,7 +45,7 @@ const fn tag(tag: &[u8; 4]) -> u32 {
 
 impl ImageKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ImageKind; 11] = [
+    pub const ALL: [ImageKind; 12] = [
         ImageKind::Inventory,
         ImageKind::Pstree,
         ImageKind::Core,
@@ -51,6 +57,7 @@ impl ImageKind {
         ImageKind::Fs,
         ImageKind::Sigacts,
         ImageKind::Rlimits,
+        ImageKind::ShmemPagemap,
     ];
 
     /// The magic number opening every file of this kind.
@@ -67,6 +74,7 @@ impl ImageKind {
             ImageKind::Fs => tag(b"cFS_"),
             ImageKind::Sigacts => tag(b"cSIG"),
             ImageKind::Rlimits => tag(b"cRLM"),
+            ImageKind::ShmemPagemap => tag(b"cPGS"),
         }
     }
 
@@ -84,6 +92,7 @@ impl ImageKind {
             ImageKind::Fs => "fs",
             ImageKind::Sigacts => "sigacts",
             ImageKind::Rlimits => "rlimits",
+            ImageKind::ShmemPagemap => "pagemap-shmem",
         }
     }
 
@@ -98,6 +107,7 @@ impl ImageKind {
                 | ImageKind::Fs
                 | ImageKind::Sigacts
                 | ImageKind::Rlimits
+                | ImageKind::ShmemPagemap
         )
     }
 

@@ -70,7 +70,17 @@ pub fn decode_pagemap(
     path: &Path,
     bytes: &[u8],
 ) -> Result<(PagemapHead, Vec<LocatedEntry>), ImageError> {
-    let mut records = codec::records(path, ImageKind::Pagemap, bytes)?;
+    decode_pagemap_of(ImageKind::Pagemap, path, bytes)
+}
+
+/// Like [`decode_pagemap`], for an image of `kind` laid out as a pagemap
+/// ([`ImageKind::Pagemap`] or [`ImageKind::ShmemPagemap`]).
+pub fn decode_pagemap_of(
+    kind: ImageKind,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(PagemapHead, Vec<LocatedEntry>), ImageError> {
+    let mut records = codec::records(path, kind, bytes)?;
     let head = match records.next() {
         Some(r) => r?.decode::<PagemapHead>(path)?,
         None => {

@@ -8,7 +8,7 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use images::pagemap::{check_entries, decode_pagemap, LocatedEntry};
+use images::pagemap::{check_entries, decode_pagemap, decode_pagemap_of, LocatedEntry};
 use images::pb::{self, PagemapEntry};
 use images::{decode_image, encode_image, ImageError, ImageKind, PAGE_SIZE};
 
@@ -119,6 +119,16 @@ fn decoder(kind: ImageKind) -> Decoder {
         ImageKind::Fs => |p, b| dec::<pb::FsEntry>(p, ImageKind::Fs, b),
         ImageKind::Sigacts => |p, b| dec::<pb::SigactionEntry>(p, ImageKind::Sigacts, b),
         ImageKind::Rlimits => |p, b| dec::<pb::RlimitEntry>(p, ImageKind::Rlimits, b),
+        ImageKind::ShmemPagemap => |p, b| {
+            let (_, entries) = decode_pagemap_of(ImageKind::ShmemPagemap, p, b)?;
+            check_entries(
+                p,
+                Path::new("pages-7.img"),
+                Some(common::SAMPLE_PAGES * PAGE_SIZE),
+                &entries,
+            )?;
+            Ok(entries.len())
+        },
     }
 }
 
@@ -133,7 +143,7 @@ fn valid_image(kind: ImageKind) -> Vec<u8> {
         ImageKind::Pstree => encode_image(p, kind, &common::pstree()),
         ImageKind::Core => encode_image(p, kind, &[common::core(true), common::core(false)]),
         ImageKind::Mm => encode_image(p, kind, &[common::mm()]),
-        ImageKind::Pagemap => {
+        ImageKind::Pagemap | ImageKind::ShmemPagemap => {
             let mut b = encode_image(p, kind, &[common::pagemap_head()]).unwrap();
             let rest = encode_image(p, kind, &common::pagemap_entries()).unwrap();
             b.extend_from_slice(&rest[images::HEADER_LEN as usize..]);

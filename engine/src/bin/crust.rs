@@ -36,6 +36,19 @@ struct Common {
     file_locks: bool,
 }
 
+/// Incremental dumps.
+#[derive(Args, Clone)]
+struct MemArgs {
+    /// The images of the previous (pre-)dump, relative to the images dir: pages unchanged
+    /// since are not stored again.
+    #[arg(long = "prev-images-dir", value_name = "DIR")]
+    prev_images_dir: Option<PathBuf>,
+    /// Track memory changes for a later incremental dump (pre-dump always does; a dump only
+    /// with --leave-running).
+    #[arg(long = "track-mem")]
+    track_mem: bool,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Checkpoint the tree rooted at PID.
@@ -53,6 +66,19 @@ enum Cmd {
         /// also holds; restore it with --inherit-fd).
         #[arg(long = "external", value_name = "KEY")]
         external: Vec<String>,
+        #[command(flatten)]
+        mem: MemArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Copy the memory of the tree rooted at PID while it keeps running, and track what it
+    /// writes from now on, so that a later `dump --prev-images-dir` is short.
+    PreDump {
+        /// Root of the tree to pre-dump.
+        #[arg(short = 't', long = "tree")]
+        pid: i32,
+        #[command(flatten)]
+        mem: MemArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -164,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             leave_running,
             ghost_limit,
             external,
+            mem,
             common,
         } => {
             std::fs::create_dir_all(&common.images_dir)
@@ -177,8 +204,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ghost_limit,
                 external,
                 file_locks: common.file_locks,
+                prev_images_dir: mem.prev_images_dir,
+                track_mem: mem.track_mem,
             };
             engine::dump(&opts).map_err(|e| anyhow::anyhow!("dump: {}", one_line(&e)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PreDump { pid, mem, common } => {
+            std::fs::create_dir_all(&common.images_dir)
+                .map_err(|e| anyhow::anyhow!("images dir {}: {e}", common.images_dir.display()))?;
+            setup_log(&common)?;
+            let opts = engine::PreDumpOpts {
+                pid,
+                images_dir: common.images_dir.clone(),
+                prev_images_dir: mem.prev_images_dir,
+            };
+            engine::pre_dump(&opts).map_err(|e| anyhow::anyhow!("pre-dump: {}", one_line(&e)))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Restore {

@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod fileops;
+pub mod mem;
 
 use std::ffi::CStr;
 use std::io;
@@ -593,6 +594,11 @@ impl SharedWords {
         // SAFETY: in bounds (checked above), 4-byte aligned (page-aligned base), and the
         // mapping lives as long as self.
         unsafe { std::sync::atomic::AtomicU32::from_ptr(self.ptr.add(i)) }
+    }
+
+    /// The current value of word `i`.
+    pub fn get(&self, i: usize) -> u32 {
+        self.word(i).load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Sets word `i` to `v` and wakes its waiters: `futex(FUTEX_WAKE)`.

@@ -141,6 +141,7 @@ pub fn mm() -> pb::MmEntry {
                 kind: pb::VmaKind::VmaFilePrivate as i32,
                 file: Some(file_id("/usr/bin/server")),
                 vm_flags: vec!["rd".into(), "ex".into(), "mr".into()],
+                ..Default::default()
             },
             pb::VmaEntry {
                 start: 0x7ffc_0000_0000,
@@ -151,8 +152,40 @@ pub fn mm() -> pb::MmEntry {
                 kind: pb::VmaKind::VmaStack as i32,
                 file: None,
                 vm_flags: vec!["rd".into(), "wr".into(), "gd".into()],
+                huge: vec![pb::AddrRange {
+                    start: 0x7ffc_0000_0000,
+                    end: 0x7ffc_0000_2000,
+                }],
+                ..Default::default()
+            },
+            pb::VmaEntry {
+                start: 0x7ffc_1000_0000,
+                end: 0x7ffc_1000_4000,
+                prot: 3,
+                flags: 1,
+                kind: pb::VmaKind::VmaAnonShared as i32,
+                shmem: Some(pb::ShmemObject {
+                    id: 1,
+                    kind: pb::ShmemKind::ShmemMemfd as i32,
+                    name: "pool".into(),
+                    size: 0x4000,
+                    seals: 4,
+                    ino: 77,
+                }),
+                ..Default::default()
             },
         ],
+        vdso: Some(pb::VdsoInfo {
+            size: 0x2000,
+            vvar_offset: -0x4000,
+            symbols: vec![pb::VdsoSymbol {
+                name: "__vdso_clock_gettime".into(),
+                offset: 0xc30,
+                size: 0x2e0,
+            }],
+            hash: 0x1234_5678_9abc_def0,
+        }),
+        track: Some("crust-track-1-2".into()),
     }
 }
 

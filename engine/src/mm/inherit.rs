@@ -1,0 +1,527 @@
+//! Copy-on-write sharing between a parent and its children, restored by inheritance.
+//!
+//! After fork, parent and child share their private pages until one of them writes. The dump
+//! stores such a page once and points the child's pagemap at the parent's copy (see
+//! [`super::pages`]). Writing that page into each task separately would double the memory
+//! the tree uses, so restore recreates the sharing the only way the kernel allows: the child
+//! inherits the mapping through fork.
+//!
+//! Tasks are forked by crust's own code ([`crate::restore`]) long before crust takes each one
+//! over, so the inherited areas are prepared in that window: planned here in crust, they are
+//! mapped by each task itself, on its own address space (a copy of crust's), *before* it forks
+//! its children:
+//!
+//! - a parent maps every area that one of its children shares (same range, same flags, at
+//!   least one page stored at the same place in the images) with `MAP_FIXED_NOREPLACE`, and
+//!   fills it with `pread` from the pages file;
+//! - a child finds its parent's areas in its own address space after fork; it keeps those it
+//!   shares, writes the pages where its image differs and drops (`MADV_DONTNEED`) those it
+//!   does not have; it unmaps the parent's areas it does not share.
+//!
+//! Each area has a status word in memory shared by crust and every task: set by the task that
+//! prepared it, read by its children (inherit or not) and by crust's take-over, which keeps an
+//! area in place instead of mapping and filling it again. An area that could not be prepared
+//! (its range taken by crust's own memory in the task, say) is simply restored the ordinary
+//! way, unshared: correct, only larger.
+
+use std::sync::Arc;
+
+use images::pb::{MmEntry, VmaEntry, VmaKind};
+use images::PAGE_SIZE;
+
+use super::pages::{PageFiles, Run, TaskPages};
+use crate::sys::mem::child;
+use crate::sys::SharedWords;
+
+const MADV_POPULATE_WRITE: i32 = 23;
+
+/// Status of an area: prepared, holding the task's contents.
+pub(crate) const IN_PLACE: u32 = 1;
+/// Status of an area: not prepared; nothing of it is mapped by the restore.
+pub(crate) const NOT_PLACED: u32 = 2;
+
+/// One step of preparing an area in the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `pread(fd, addr, len, off)`
+    Fill {
+        addr: u64,
+        len: u64,
+        fd: i32,
+        off: u64,
+    },
+    /// `madvise(addr, len, MADV_DONTNEED)`: the task has no page there.
+    Zap { addr: u64, len: u64 },
+}
+
+/// An area a task prepares before it forks.
+#[derive(Debug, Clone)]
+pub(crate) struct Area {
+    pub start: u64,
+    pub end: u64,
+    /// mmap flags of the VMA (`MAP_PRIVATE | MAP_ANONYMOUS | ...`).
+    pub flags: i32,
+    /// Kept apart from the VMA before it (see [`super::keep_apart`]).
+    pub apart: bool,
+    /// The task has no page at the area's start (faulted in only to keep it apart).
+    pub first_page_empty: bool,
+    /// madvise advice to give right after mapping (huge page policy).
+    pub advice: Vec<i32>,
+    /// This area's status word.
+    pub word: usize,
+    /// The parent's status word for the same area, when the task inherits it.
+    pub inherit: Option<usize>,
+    /// A child inherits it, so it must be prepared even if not inherited.
+    pub needed: bool,
+    /// Steps when inherited: the pages that differ from the parent's.
+    pub fix: Vec<Op>,
+    /// Steps when mapped afresh: all the task's pages of the area.
+    pub fresh: Vec<Op>,
+}
+
+/// What one task prepares, and the parent's areas it must drop.
+#[derive(Clone, Default)]
+pub(crate) struct Premap {
+    /// The parent's areas this task does not share: (start, end, parent's word).
+    pub drop: Vec<(u64, u64, usize)>,
+    pub areas: Vec<Area>,
+    pub words: Option<Arc<SharedWords>>,
+}
+
+impl Premap {
+    /// Whether the area `[start, end)` was prepared by the task and holds its contents.
+    pub fn in_place(&self, start: u64, end: u64) -> bool {
+        let Some(words) = &self.words else {
+            return false;
+        };
+        self.areas
+            .iter()
+            .any(|a| a.start == start && a.end == end && words.get(a.word) == IN_PLACE)
+    }
+
+    /// The prepared areas, in place.
+    pub fn placed(&self) -> Vec<(u64, u64)> {
+        let Some(words) = &self.words else {
+            return Vec::new();
+        };
+        self.areas
+            .iter()
+            .filter(|a| words.get(a.word) == IN_PLACE)
+            .map(|a| (a.start, a.end))
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Premap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Premap")
+            .field("drop", &self.drop)
+            .field("areas", &self.areas)
+            .finish()
+    }
+}
+
+/// A task of the tree as the plan sees it: its parent's index and, when alive, its layout
+/// and pages.
+pub(crate) struct PlanTask<'a> {
+    pub parent: Option<usize>,
+    pub image: Option<(&'a MmEntry, &'a TaskPages)>,
+}
+
+fn candidate(v: &VmaEntry) -> bool {
+    matches!(
+        v.kind(),
+        VmaKind::VmaAnonPrivate | VmaKind::VmaHeap | VmaKind::VmaStack
+    ) && v.flags & 0x0f == libc::MAP_PRIVATE as u32
+}
+
+/// Whether some page of `[start, end)` is stored at the same place for both.
+fn shares(a: &TaskPages, b: &TaskPages, start: u64, end: u64) -> bool {
+    let bs: Vec<Run> = b.within(start, end).collect();
+    let mut j = 0;
+    for r in a.within(start, end) {
+        while j < bs.len() && bs[j].end() <= r.vaddr {
+            j += 1;
+        }
+        let mut k = j;
+        while k < bs.len() && bs[k].vaddr < r.end() {
+            let q = bs[k];
+            let s = r.vaddr.max(q.vaddr);
+            if q.file == r.file && q.off + (s - q.vaddr) == r.off + (s - r.vaddr) {
+                return true;
+            }
+            k += 1;
+        }
+    }
+    false
+}
+
+fn fd_of(files: &PageFiles, file: u32) -> i32 {
+    use std::os::fd::AsRawFd;
+    files.get(file).1.as_raw_fd()
+}
+
+/// Steps that turn the parent's contents of `[start, end)` into the child's: pages stored at
+/// another place are written, pages the child lacks are dropped.
+fn fix_ops(
+    child: &TaskPages,
+    parent: &TaskPages,
+    start: u64,
+    end: u64,
+    files: &PageFiles,
+) -> Vec<Op> {
+    // Page by page over the union of both run lists; areas are small enough in practice
+    // (and runs long), so walk run boundaries rather than pages.
+    let mut cuts: Vec<u64> = vec![start, end];
+    let c: Vec<Run> = child.within(start, end).collect();
+    let p: Vec<Run> = parent.within(start, end).collect();
+    for r in c.iter().chain(&p) {
+        cuts.push(r.vaddr);
+        cuts.push(r.end());
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let at = |runs: &[Run], a: u64| -> Option<(u32, u64)> {
+        let i = runs.partition_point(|r| r.end() <= a);
+        runs.get(i)
+            .filter(|r| r.vaddr <= a)
+            .map(|r| (r.file, r.off + (a - r.vaddr)))
+    };
+    let mut ops: Vec<Op> = Vec::new();
+    for w in cuts.windows(2) {
+        let (s, e) = (w[0], w[1]);
+        if s >= e {
+            continue;
+        }
+        let op = match (at(&c, s), at(&p, s)) {
+            (Some(x), Some(y)) if x == y => None,
+            (Some((file, off)), _) => Some(Op::Fill {
+                addr: s,
+                len: e - s,
+                fd: fd_of(files, file),
+                off,
+            }),
+            (None, Some(_)) => Some(Op::Zap {
+                addr: s,
+                len: e - s,
+            }),
+            (None, None) => None,
+        };
+        let Some(op) = op else { continue };
+        match (ops.last_mut(), op) {
+            (
+                Some(Op::Fill { addr, len, fd, off }),
+                Op::Fill {
+                    addr: a2,
+                    len: l2,
+                    fd: f2,
+                    off: o2,
+                },
+            ) if *addr + *len == a2 && *fd == f2 && *off + *len == o2 => *len += l2,
+            (Some(Op::Zap { addr, len }), Op::Zap { addr: a2, len: l2 }) if *addr + *len == a2 => {
+                *len += l2
+            }
+            _ => ops.push(op),
+        }
+    }
+    ops
+}
+
+fn fresh_ops(pages: &TaskPages, start: u64, end: u64, files: &PageFiles) -> Vec<Op> {
+    pages
+        .within(start, end)
+        .map(|r| Op::Fill {
+            addr: r.vaddr,
+            len: r.len,
+            fd: fd_of(files, r.file),
+            off: r.off,
+        })
+        .collect()
+}
+
+fn advice(v: &VmaEntry) -> Vec<i32> {
+    let mut a = Vec::new();
+    if v.vm_flags.iter().any(|f| f == "hg") {
+        a.push(libc::MADV_HUGEPAGE);
+    }
+    if v.vm_flags.iter().any(|f| f == "nh") {
+        a.push(libc::MADV_NOHUGEPAGE);
+    }
+    a
+}
+
+/// Plans which areas each task prepares. `tasks` is in tree order (parents first), indexed
+/// like the result.
+pub(crate) fn plan(tasks: &[PlanTask<'_>], files: &PageFiles) -> std::io::Result<Vec<Premap>> {
+    let mut out: Vec<Premap> = (0..tasks.len()).map(|_| Premap::default()).collect();
+    // Edges child -> parent per shared VMA.
+    let mut words = 0usize;
+    // (task, vma start) -> area index in out[task].areas
+    let mut area_of: std::collections::HashMap<(usize, u64), usize> = Default::default();
+    let mut ensure =
+        |out: &mut Vec<Premap>, t: usize, mm: &MmEntry, v: &VmaEntry, pages: &TaskPages| -> usize {
+            if let Some(&i) = area_of.get(&(t, v.start)) {
+                return i;
+            }
+            out[t].areas.push(Area {
+                start: v.start,
+                end: v.end,
+                flags: v.flags as i32,
+                apart: {
+                    let i = mm.vmas.iter().position(|x| x.start == v.start).unwrap_or(0);
+                    i > 0 && super::keep_apart(mm.vmas.get(i - 1), v)
+                },
+                first_page_empty: pages.within(v.start, v.start + PAGE_SIZE).next().is_none(),
+                advice: advice(v),
+                word: words,
+                inherit: None,
+                needed: false,
+                fix: Vec::new(),
+                fresh: fresh_ops(pages, v.start, v.end, files),
+            });
+            words += 1;
+            let i = out[t].areas.len() - 1;
+            area_of.insert((t, v.start), i);
+            i
+        };
+    for (t, task) in tasks.iter().enumerate() {
+        let (Some(p), Some((mm, pages))) = (task.parent, task.image) else {
+            continue;
+        };
+        let Some((pmm, ppages)) = tasks[p].image else {
+            continue;
+        };
+        for v in mm.vmas.iter().filter(|v| candidate(v)) {
+            let Some(u) = pmm.vmas.iter().find(|u| {
+                u.start == v.start && u.end == v.end && u.flags == v.flags && candidate(u)
+            }) else {
+                continue;
+            };
+            if !shares(pages, ppages, v.start, v.end) {
+                continue;
+            }
+            let pa = ensure(&mut out, p, pmm, u, ppages);
+            out[p].areas[pa].needed = true;
+            let pword = out[p].areas[pa].word;
+            let ca = ensure(&mut out, t, mm, v, pages);
+            out[t].areas[ca].inherit = Some(pword);
+            out[t].areas[ca].fix = fix_ops(pages, ppages, v.start, v.end, files);
+        }
+    }
+    if words == 0 {
+        return Ok(out);
+    }
+    // Drops: every parent area the child does not inherit.
+    for (t, task) in tasks.iter().enumerate() {
+        let Some(p) = task.parent else { continue };
+        let inherited: Vec<usize> = out[t].areas.iter().filter_map(|a| a.inherit).collect();
+        let drop: Vec<(u64, u64, usize)> = out[p]
+            .areas
+            .iter()
+            .filter(|a| !inherited.contains(&a.word))
+            .map(|a| (a.start, a.end, a.word))
+            .collect();
+        out[t].drop = drop;
+    }
+    let shared = Arc::new(SharedWords::new(words)?);
+    for p in &mut out {
+        p.words = Some(shared.clone());
+    }
+    Ok(out)
+}
+
+fn run(ops: &[Op]) -> Result<(), i32> {
+    for op in ops {
+        match *op {
+            Op::Fill { addr, len, fd, off } => child::read_into(fd, addr, len, off)?,
+            Op::Zap { addr, len } => child::advise(addr, len, libc::MADV_DONTNEED)?,
+        }
+    }
+    Ok(())
+}
+
+/// Maps `a` afresh at its place, never over anything (crust's own memory in the task).
+fn map_fresh(a: &Area) -> Result<(), i32> {
+    let len = a.end - a.start;
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    let flags = a.flags & !libc::MAP_ANONYMOUS & !libc::MAP_FIXED;
+    child::map_anon_at(a.start, len, prot, flags)?;
+    if a.apart {
+        // Mapped elsewhere (not in its place, taken) and moved in over it, so that it does not
+        // merge with the area before it.
+        // Faulted in: an area without anon_vma takes the page offset of wherever it moves.
+        let at = match child::map_anon_anywhere(len, prot, flags).and_then(|at| {
+            child::advise(at, PAGE_SIZE, MADV_POPULATE_WRITE)
+                .map(|_| at)
+                .inspect_err(|_| {
+                    let _ = child::unmap(at, len);
+                })
+        }) {
+            Ok(at) => at,
+            Err(e) => {
+                let _ = child::unmap(a.start, len);
+                return Err(e);
+            }
+        };
+        if let Err(e) = child::move_to(at, len, a.start) {
+            let _ = child::unmap(at, len);
+            let _ = child::unmap(a.start, len);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Runs in the restore child, on its own address space, before it forks its children.
+pub(crate) fn prepare(p: &Premap) {
+    let Some(words) = &p.words else {
+        return;
+    };
+    for &(start, end, word) in &p.drop {
+        if words.get(word) == IN_PLACE {
+            let _ = child::unmap(start, end - start);
+        }
+    }
+    for a in &p.areas {
+        let inherited = a.inherit.is_some_and(|w| words.get(w) == IN_PLACE);
+        let len = a.end - a.start;
+        let ok = if inherited {
+            let r = run(&a.fix);
+            if r.is_err() {
+                let _ = child::unmap(a.start, len);
+            }
+            r.is_ok()
+        } else if a.needed && map_fresh(a).is_ok() {
+            for &adv in &a.advice {
+                let _ = child::advise(a.start, len, adv);
+            }
+            if a.apart && a.first_page_empty {
+                let _ = child::advise(a.start, PAGE_SIZE, libc::MADV_DONTNEED);
+            }
+            let r = run(&a.fresh);
+            if r.is_err() {
+                let _ = child::unmap(a.start, len);
+            }
+            r.is_ok()
+        } else {
+            false
+        };
+        words.set(a.word, if ok { IN_PLACE } else { NOT_PLACED });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_at(vaddr: u64, pages: u64, file: u32, off_page: u64) -> Run {
+        Run {
+            vaddr,
+            len: pages * PAGE_SIZE,
+            file,
+            off: off_page * PAGE_SIZE,
+        }
+    }
+
+    #[test]
+    fn fix_writes_only_what_differs_and_drops_what_the_child_lacks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pages-0.img");
+        std::fs::write(&path, vec![0u8; 64 * 4096]).unwrap();
+        let mut files = PageFiles::default();
+        let f = files.index(&path).unwrap();
+        let fd = fd_of(&files, f);
+        let base = 0x10_0000;
+        let parent = TaskPages {
+            runs: vec![run_at(base, 4, f, 0), run_at(base + 6 * PAGE_SIZE, 2, f, 4)],
+        };
+        // Page 0-1 shared, page 2 own copy, page 3 absent, pages 6-7 shared, page 8 own.
+        let child = TaskPages {
+            runs: vec![
+                run_at(base, 2, f, 0),
+                run_at(base + 2 * PAGE_SIZE, 1, f, 10),
+                run_at(base + 6 * PAGE_SIZE, 2, f, 4),
+                run_at(base + 8 * PAGE_SIZE, 1, f, 11),
+            ],
+        };
+        assert!(shares(&child, &parent, base, base + 16 * PAGE_SIZE));
+        let ops = fix_ops(&child, &parent, base, base + 16 * PAGE_SIZE, &files);
+        assert_eq!(
+            ops,
+            vec![
+                Op::Fill {
+                    addr: base + 2 * PAGE_SIZE,
+                    len: PAGE_SIZE,
+                    fd,
+                    off: 10 * PAGE_SIZE
+                },
+                Op::Zap {
+                    addr: base + 3 * PAGE_SIZE,
+                    len: PAGE_SIZE
+                },
+                Op::Fill {
+                    addr: base + 8 * PAGE_SIZE,
+                    len: PAGE_SIZE,
+                    fd,
+                    off: 11 * PAGE_SIZE
+                },
+            ]
+        );
+        let other = TaskPages {
+            runs: vec![run_at(base, 4, f, 20)],
+        };
+        assert!(!shares(&other, &parent, base, base + 16 * PAGE_SIZE));
+    }
+
+    #[test]
+    fn plan_links_a_child_to_its_parent_area() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pages-0.img");
+        std::fs::write(&path, vec![0u8; 16 * 4096]).unwrap();
+        let mut files = PageFiles::default();
+        let f = files.index(&path).unwrap();
+        let vma = |start: u64, end: u64| VmaEntry {
+            start,
+            end,
+            prot: 3,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            kind: VmaKind::VmaAnonPrivate as i32,
+            ..Default::default()
+        };
+        let mm = MmEntry {
+            vmas: vec![vma(0x10000, 0x20000), vma(0x40000, 0x50000)],
+            ..Default::default()
+        };
+        let parent = TaskPages {
+            runs: vec![run_at(0x10000, 2, f, 0), run_at(0x40000, 1, f, 2)],
+        };
+        let child = TaskPages {
+            runs: vec![run_at(0x10000, 2, f, 0), run_at(0x40000, 1, f, 3)],
+        };
+        let tasks = [
+            PlanTask {
+                parent: None,
+                image: Some((&mm, &parent)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &child)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: None,
+            },
+        ];
+        let plan = plan(&tasks, &files).unwrap();
+        assert_eq!(plan[0].areas.len(), 1, "{:?}", plan[0]);
+        assert!(plan[0].areas[0].needed && plan[0].areas[0].inherit.is_none());
+        assert_eq!(plan[0].areas[0].fresh.len(), 1);
+        assert_eq!(plan[1].areas.len(), 1);
+        assert_eq!(plan[1].areas[0].inherit, Some(plan[0].areas[0].word));
+        assert!(plan[1].areas[0].fix.is_empty());
+        assert!(plan[1].drop.is_empty());
+        // The zombie drops nothing it does not have; the parent's area is dropped by it.
+        assert_eq!(plan[2].drop.len(), 1);
+        assert!(!plan[1].in_place(0x10000, 0x20000));
+    }
+}

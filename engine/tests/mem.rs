@@ -1,0 +1,310 @@
+//! Memory through the `crust` command line: incremental dumps against real processes, and a
+//! restore refused because the vDSO of the image is not this kernel's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use images::pb::MmEntry;
+use images::{ImageDir, ImageKind};
+
+const CRUST: &str = env!("CARGO_BIN_EXE_crust");
+
+/// Restored tasks are re-parented to us when `crust restore -d` exits, so we can reap them.
+fn subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+}
+
+fn crust(args: &[&str]) -> std::process::Output {
+    Command::new(CRUST)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("crust runs")
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+}
+
+fn wait_for_file(p: &Path) -> String {
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} did not appear", p.display());
+}
+
+fn kill_and_reap(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let until = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+/// A victim with no descriptor leading to us: stdio on /dev/null, working in `dir`.
+fn spawn(dir: &Path, program: &str, args: &[&str]) -> Child {
+    // Through a shell that closes what this test inherited: a victim holding a pipe of its
+    // environment would be refused as leading outside the dumped tree.
+    let close = r#"for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"; done; exec "$0" "$@""#;
+    Command::new("bash")
+        .args(["-c", close, program])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("victim starts")
+}
+
+/// A python victim with 64 MiB of random bytes. It writes their hash to `ready`; when `dirty`
+/// appears it changes one byte in each of the first 1024 pages (4 MiB, a 16th) and writes the
+/// new hash to `dirtied`; whenever `check` appears it writes the current hash to `hash`.
+const DIRTY_VICTIM: &str = r#"
+import os, time, hashlib
+os.closerange(3, 1 << 16)
+buf = bytearray(os.urandom(1 << 20)) * 64
+h = lambda: hashlib.sha256(buf).hexdigest()
+open('ready.tmp', 'w').write(h()); os.rename('ready.tmp', 'ready')
+done = False
+while True:
+    if not done and os.path.exists('dirty'):
+        for i in range(0, 4 << 20, 4096):
+            buf[i] = (buf[i] + 1) % 256
+        done = True
+        open('dirtied.tmp', 'w').write(h()); os.rename('dirtied.tmp', 'dirtied')
+    if os.path.exists('check'):
+        os.remove('check')
+        open('hash.tmp', 'w').write(h()); os.rename('hash.tmp', 'hash')
+    time.sleep(0.01)
+"#;
+
+/// Whether a process listens on the abstract unix socket `name`.
+fn keeper_answers(name: &str) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(
+        s.as_raw_fd(),
+        &UnixAddr::new_abstract(name.as_bytes()).unwrap(),
+    )
+    .is_ok()
+}
+
+fn size(p: PathBuf) -> u64 {
+    std::fs::metadata(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .len()
+}
+
+#[test]
+fn pre_dump_then_dump_stores_only_what_was_written() {
+    subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let mut victim = spawn(work, "python3", &["-c", DIRTY_VICTIM]);
+    let pid = victim.id() as i32;
+    let before = wait_for_file(&work.join("ready"));
+    let pre = work.join("pre");
+    let out = crust(&[
+        "pre-dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        pre.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(alive(pid), "a pre-dump leaves the task running");
+    // The task keeps no descriptor of crust's.
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let target = std::fs::read_link(fd.unwrap().path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().contains("userfaultfd"),
+            "the tracker stayed in the task"
+        );
+    }
+    let pre_pages = size(pre.join("pages-0.img"));
+    assert!(pre_pages >= 64 << 20, "pre-dump stored {pre_pages} bytes");
+    let keeper = ImageDir::open(&pre)
+        .unwrap()
+        .read_one::<MmEntry>(ImageKind::Mm, Some(pid as u32))
+        .unwrap()
+        .track
+        .expect("the pre-dump armed write tracking");
+
+    std::fs::write(work.join("dirty"), "").unwrap();
+    let dirtied = wait_for_file(&work.join("dirtied"));
+    assert_ne!(before, dirtied);
+    let dump = work.join("dump");
+    let out = crust(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dump.to_str().unwrap(),
+        "--prev-images-dir",
+        "../pre",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    victim.wait().unwrap();
+    let dump_pages = size(dump.join("pages-0.img"));
+    assert!(
+        dump_pages < 16 << 20,
+        "the final dump stored {dump_pages} bytes: more than the 4 MiB written and python's own"
+    );
+    assert!(
+        dump_pages >= 4 << 20,
+        "the written 4 MiB are missing: {dump_pages} bytes"
+    );
+    assert_eq!(
+        std::fs::read_link(dump.join(images::PARENT_LINK)).unwrap(),
+        Path::new("../pre")
+    );
+    // The keeper handed its trackers over and is gone.
+    assert!(
+        !keeper_answers(&keeper),
+        "the tracking keeper {keeper} is still there"
+    );
+
+    let out = crust(&["restore", "-D", dump.to_str().unwrap(), "-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(work.join("check"), "").unwrap();
+    let after = wait_for_file(&work.join("hash"));
+    kill_and_reap(pid);
+    assert_eq!(
+        after, dirtied,
+        "memory after restore is not what the task last wrote"
+    );
+}
+
+#[test]
+fn a_prev_images_dir_that_is_not_there_fails_and_leaves_the_task() {
+    subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut victim = spawn(tmp.path(), "sleep", &["100"]);
+    let pid = victim.id() as i32;
+    std::thread::sleep(Duration::from_millis(50));
+    let dir = tmp.path().join("dump");
+    let out = crust(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--prev-images-dir",
+        "../nowhere",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("nowhere") && err.lines().count() == 1, "{err}");
+    assert!(alive(pid), "a failed dump leaves the task running");
+    assert!(
+        !dir.join(images::PARENT_LINK).exists(),
+        "the failed dump left its parent link"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+}
+
+#[test]
+fn restore_refuses_an_image_whose_vdso_differs() {
+    subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut victim = spawn(tmp.path(), "sleep", &["100"]);
+    let pid = victim.id() as i32;
+    std::thread::sleep(Duration::from_millis(50));
+    let dir = tmp.path().join("dump");
+    let out = crust(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    victim.wait().unwrap();
+
+    // The image as another kernel build would have made it: an entry point elsewhere.
+    let images = ImageDir::open(&dir).unwrap();
+    let original: MmEntry = images.read_one(ImageKind::Mm, Some(pid as u32)).unwrap();
+    let mut other = original.clone();
+    let vdso = other.vdso.as_mut().expect("the dump records the vDSO");
+    let sym = vdso
+        .symbols
+        .iter_mut()
+        .find(|s| s.name == "__vdso_clock_gettime")
+        .expect("x86_64 vDSOs export clock_gettime");
+    sym.offset += 0x40;
+    vdso.hash ^= 1;
+    images
+        .write_one(ImageKind::Mm, Some(pid as u32), &other)
+        .unwrap();
+    let out = crust(&["restore", "-D", dir.to_str().unwrap(), "-d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restore went on with a foreign vDSO");
+    assert!(
+        err.contains("vDSO")
+            && err.contains("__vdso_clock_gettime")
+            && err.contains(&pid.to_string()),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!alive(pid), "a refused restore created the task");
+
+    // The true image restores.
+    images
+        .write_one(ImageKind::Mm, Some(pid as u32), &original)
+        .unwrap();
+    let out = crust(&["restore", "-D", dir.to_str().unwrap(), "-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(alive(pid));
+    kill_and_reap(pid);
+}
+
+#[test]
+fn check_reports_pre_dump_and_snapshots() {
+    for feature in ["pre-dump", "snapshots"] {
+        let out = crust(&["check", "--feature", feature]);
+        assert!(
+            out.status.success(),
+            "{feature}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{feature}: ok")
+        );
+    }
+}
