@@ -22,14 +22,14 @@ fn pagemap_scan() -> Result<(), String> {
     let mut out = Vec::new();
     let probe = [0u8; 4096];
     let start = probe.as_ptr() as u64 & !4095;
-    crate::sys::pagemap_scan(
+    crate::sys::mem::scan(
         f.as_raw_fd(),
         start,
         start + 4096,
-        crate::sys::ScanFilter {
-            required: 0,
-            excluded: 0,
+        crate::sys::mem::Scan {
             anyof: crate::sys::PAGE_IS_PRESENT,
+            report: crate::sys::PAGE_IS_PRESENT,
+            ..Default::default()
         },
         &mut out,
     )

@@ -56,22 +56,36 @@ pub struct DumpReport {
 
 const SCRATCH_LEN: u64 = 4096;
 
-/// Dumps the tree rooted at `opts.pid` into `opts.images_dir`.
-pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
-    let pid = opts.pid;
+/// A clear error for a pid that names no process, before anything is created.
+pub(crate) fn check_pid(pid: i32) -> Result<(), DumpError> {
     if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(DumpError::NoSuchProcess { pid });
     }
+    Ok(())
+}
+
+/// Freezes the tree rooted at `pid`; on failure, whatever was seized is resumed untouched.
+pub(crate) fn freeze_tree(pid: i32) -> Result<Tree, DumpError> {
+    let mut tree = Tree::default();
+    match tree.freeze(pid) {
+        Ok(()) => Ok(tree),
+        Err(e) => {
+            tree.release_all();
+            Err(e)
+        }
+    }
+}
+
+/// Dumps the tree rooted at `opts.pid` into `opts.images_dir`.
+pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
+    let pid = opts.pid;
+    check_pid(pid)?;
     let dir = ImageDir::create(&opts.images_dir)?;
     crate::info!(
         "dumping the tree of pid {pid} into {}",
         opts.images_dir.display()
     );
-    let mut tree = Tree::default();
-    if let Err(e) = tree.freeze(pid) {
-        tree.release_all();
-        return Err(e);
-    }
+    let mut tree = freeze_tree(pid)?;
     crate::debug!("frozen: {} processes", tree.procs.len());
     let written = Written::new(&dir);
     match write_tree(&mut tree, opts, &dir) {

@@ -13,7 +13,7 @@
 //! restore. Chain them with `--prev-images-dir`; the final `crust dump --prev-images-dir`
 //! stores pages unchanged since as `PE_IN_PARENT` and restore reads them through the chain.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use images::pb::PagemapHead;
 use images::{ImageDir, ImageKind};
@@ -35,19 +35,13 @@ pub struct PreDumpOpts {
 /// write tracking armed.
 pub fn pre_dump(opts: &PreDumpOpts) -> Result<DumpReport, DumpError> {
     let pid = opts.pid;
-    if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(DumpError::NoSuchProcess { pid });
-    }
+    crate::dump::check_pid(pid)?;
     let dir = ImageDir::create(&opts.images_dir)?;
     crate::info!(
         "pre-dumping the tree of pid {pid} into {}",
         opts.images_dir.display()
     );
-    let mut tree = Tree::default();
-    if let Err(e) = tree.freeze(pid) {
-        tree.release_all();
-        return Err(e);
-    }
+    let mut tree = crate::dump::freeze_tree(pid)?;
     let frozen_at = std::time::Instant::now();
     let mem = match frozen_part(&mut tree, opts, &dir) {
         Ok(m) => m,

@@ -276,14 +276,19 @@ impl Tracee {
         Ok(self.mem.as_ref().expect("just set"))
     }
 
-    /// Reads target memory through `/proc/PID/mem` (works on PROT_NONE areas too).
-    pub fn read_mem(&mut self, addr: RemoteAddr, buf: &mut [u8]) -> Result<()> {
+    /// Runs `op(mem, done)` until `len` bytes are transferred at `addr`: the loop shared by
+    /// reads and writes through `/proc/PID/mem`.
+    fn mem_transfer(
+        &mut self,
+        addr: RemoteAddr,
+        len: usize,
+        mut op: impl FnMut(&File, usize) -> io::Result<usize>,
+    ) -> Result<()> {
         let tid = self.tid;
-        let len = buf.len();
         let f = self.mem()?;
         let mut done = 0;
         while done < len {
-            match f.read_at(&mut buf[done..], addr.0 + done as u64) {
+            match op(f, done) {
                 Ok(0) => {
                     return Err(ParasiteError::ShortMem {
                         tid,
@@ -307,35 +312,19 @@ impl Tracee {
         Ok(())
     }
 
+    /// Reads target memory through `/proc/PID/mem` (works on PROT_NONE areas too).
+    pub fn read_mem(&mut self, addr: RemoteAddr, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
+        self.mem_transfer(addr, len, |f, done| {
+            f.read_at(&mut buf[done..], addr.0 + done as u64)
+        })
+    }
+
     /// Writes target memory through `/proc/PID/mem` (bypasses protections, like a debugger).
     pub fn write_mem(&mut self, addr: RemoteAddr, data: &[u8]) -> Result<()> {
-        let tid = self.tid;
-        let len = data.len();
-        let f = self.mem()?;
-        let mut done = 0;
-        while done < len {
-            match f.write_at(&data[done..], addr.0 + done as u64) {
-                Ok(0) => {
-                    return Err(ParasiteError::ShortMem {
-                        tid,
-                        addr,
-                        len,
-                        done,
-                    })
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(ParasiteError::Mem {
-                        tid,
-                        addr,
-                        len,
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(())
+        self.mem_transfer(addr, data.len(), |f, done| {
+            f.write_at(&data[done..], addr.0 + done as u64)
+        })
     }
 
     /// Drops the cached `/proc/PID/mem` handle (it pins the old mm across an exec-like change).

@@ -83,79 +83,10 @@ pub struct PageRegion {
     pub categories: u64,
 }
 
-#[repr(C)]
-#[derive(Debug, Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
 pub const PAGE_IS_FILE: u64 = 1 << 2;
 pub const PAGE_IS_PRESENT: u64 = 1 << 3;
 pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
 pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
-
-/// `_IOWR('f', 16, struct pm_scan_arg)`
-const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
-
-/// Filter for [`pagemap_scan`]: pages must have every bit of `required`, none of `excluded`,
-/// and at least one of `anyof`.
-#[derive(Debug, Clone, Copy)]
-pub struct ScanFilter {
-    pub required: u64,
-    pub excluded: u64,
-    pub anyof: u64,
-}
-
-/// `ioctl(pagemap_fd, PAGEMAP_SCAN, &arg)` over `[start, end)` (Linux 6.7), repeated until the
-/// whole range is walked; appends matching regions to `out`.
-pub fn pagemap_scan(
-    pagemap: RawFd,
-    start: u64,
-    end: u64,
-    filter: ScanFilter,
-    out: &mut Vec<PageRegion>,
-) -> io::Result<()> {
-    let mut vec = vec![PageRegion::default(); 512];
-    let mut cur = start;
-    while cur < end {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
-            start: cur,
-            end,
-            vec: vec.as_mut_ptr() as u64,
-            vec_len: vec.len() as u64,
-            category_inverted: filter.excluded,
-            category_mask: filter.required | filter.excluded,
-            category_anyof_mask: filter.anyof,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            ..Default::default()
-        };
-        // SAFETY: `arg` is a properly sized pm_scan_arg and `vec` holds vec_len page_regions
-        // that outlive the call.
-        let n = unsafe { libc::ioctl(pagemap, PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        out.extend_from_slice(&vec[..n]);
-        if arg.walk_end <= cur {
-            break;
-        }
-        cur = arg.walk_end;
-    }
-    Ok(())
-}
 
 /// `struct clone_args` of clone3(2).
 #[repr(C)]
