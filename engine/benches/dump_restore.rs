@@ -35,6 +35,28 @@ fn pause_forever() -> ! {
     }
 }
 
+/// Leaves the victim nothing of the bench's own: stdio on /dev/null (a pipe to cargo would lead
+/// outside the dumped tree) and no other inherited descriptor but `keep`.
+fn isolate(keep: &impl std::os::fd::AsRawFd) {
+    let null = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    nix::unistd::dup2_stdin(&null).unwrap();
+    nix::unistd::dup2_stdout(&null).unwrap();
+    nix::unistd::dup2_stderr(&null).unwrap();
+    drop(null);
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2 && fd != keep.as_raw_fd())
+        .collect();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
 /// Forks the victim; returns its pid once it is ready (it writes a byte to a pipe).
 fn spawn(v: Victim) -> Pid {
     let (r, w) = nix::unistd::pipe().unwrap();
@@ -43,6 +65,7 @@ fn spawn(v: Victim) -> Pid {
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             drop(r);
+            isolate(&w);
             match v {
                 Victim::Memory(mib) => {
                     let mut mem = vec![0u8; mib << 20];

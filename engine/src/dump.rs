@@ -3,7 +3,9 @@
 //! Freezing walks the tree from the root: every thread of a process is seized and interrupted,
 //! re-listing `/proc/PID/task` until no new thread appears; only then are its children read
 //! (a frozen process cannot fork any more), and they are frozen in turn. A task that exits
-//! meanwhile shows up as a zombie and is dumped as one.
+//! meanwhile shows up as a zombie and is dumped as one. A process whose leader thread has
+//! exited while others run on is dumped through a live thread (`/proc/PID` of an exited leader
+//! shows no memory, files or namespaces); the leader is saved without registers.
 //!
 //! Until the inventory image is written nothing is final: any error resumes every task exactly
 //! as it was (registers, signal mask, stop state), removes the image files this dump wrote, and
@@ -22,6 +24,7 @@ use images::{ImageDir, ImageKind};
 use parasite::{ParasiteError, RemoteAddr, Tid, Tracee};
 
 use crate::error::{fault, DumpError};
+use crate::remote::{Batch, SCRATCH_LEN};
 use crate::{files, mm, proc, regs, signals, sys};
 
 /// Options of one dump, as `crust dump` takes them.
@@ -39,6 +42,9 @@ pub struct DumpOpts {
     pub external: Vec<String>,
     /// Dump file locks (`--file-locks`); without it a task holding one is refused.
     pub file_locks: bool,
+    /// Link files that lost their name back under a hidden one instead of copying them
+    /// (`--link-remap`; files::link_remap).
+    pub link_remap: bool,
     /// Parent images of an incremental dump (`--prev-images-dir`, relative to the images
     /// directory): pages unchanged since are not stored again.
     pub prev_images_dir: Option<PathBuf>,
@@ -53,8 +59,6 @@ pub struct DumpReport {
     pub pids: Vec<i32>,
     pub pages: u64,
 }
-
-const SCRATCH_LEN: u64 = 4096;
 
 /// A clear error for a pid that names no process, before anything is created.
 pub(crate) fn check_pid(pid: i32) -> Result<(), DumpError> {
@@ -116,6 +120,15 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
+    /// The pid through which /proc shows the process's mm, files, fs and namespaces: its own,
+    /// or a live thread's when its leader has exited (an exited leader keeps none of them).
+    pub(crate) fn view(&self) -> i32 {
+        match self.threads.first() {
+            Some(t) if self.leader_exited => t.tid().0,
+            _ => self.pid,
+        }
+    }
+
     pub(crate) fn remote(
         &mut self,
         what: &'static str,
@@ -135,7 +148,8 @@ impl Proc {
             [
                 0,
                 SCRATCH_LEN,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                // Executable too: remote batches run their code from it.
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
                 // Shared: it never merges with a neighbouring private mapping, so the layout
                 // read beside it stays exact.
                 (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64,
@@ -202,25 +216,22 @@ impl Tree {
                 zombie: false,
                 leader_exited: false,
             };
-            if p.stat.state == 'Z' || p.stat.state == 'X' {
+            // A leader that has exited shows as a zombie thread (and the process as a zombie
+            // in its stat): with other threads running on, the process is dumped through them
+            // (the leader has no state left to read); alone, the process is exiting and is
+            // dumped as the zombie it becomes.
+            if thread_state(pid, pid) == Some('Z') {
+                p.leader_exited = proc::threads(pid)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .any(|t| t != pid && !matches!(thread_state(pid, t), Some('Z' | 'X') | None));
+            }
+            if !p.leader_exited && (p.stat.state == 'Z' || p.stat.state == 'X') {
                 p.zombie = true;
                 self.procs.push(p);
                 continue;
             }
-            // A leader that has exited shows as a zombie thread: with other threads running on
-            // it is a case this engine refuses; alone, the process is exiting and is dumped as
-            // the zombie it becomes.
-            if thread_state(pid, pid) == Some('Z') {
-                let others_live = proc::threads(pid)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .any(|t| t != pid && !matches!(thread_state(pid, t), Some('Z' | 'X') | None));
-                if others_live {
-                    return Err(DumpError::Unsupported {
-                        pid,
-                        what: "a thread group whose leader has exited".into(),
-                    });
-                }
+            if thread_state(pid, pid) == Some('Z') && !p.leader_exited {
                 p.zombie = true;
                 if let Ok(s) = proc::stat(pid) {
                     p.stat = s;
@@ -247,12 +258,8 @@ impl Tree {
                 self.procs.push(p);
                 continue;
             }
-            if p.leader_exited {
-                return Err(DumpError::Unsupported {
-                    pid,
-                    what: "a thread group whose leader has exited".into(),
-                });
-            }
+            // The leader may have exited while its threads were being seized.
+            p.leader_exited = !p.threads.iter().any(|t| t.tid().0 == pid);
             // Children, now that no thread of this process can fork any more.
             let mut kids = Vec::new();
             for t in &p.threads {
@@ -302,7 +309,8 @@ impl Tree {
     }
 }
 
-fn thread_state(pid: i32, tid: i32) -> Option<char> {
+/// The state letter of thread `tid` of `pid` (`/proc/PID/task/TID/stat`).
+pub(crate) fn thread_state(pid: i32, tid: i32) -> Option<char> {
     let st = proc::read(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
     st[st.rfind(')')? + 1..]
         .split_whitespace()
@@ -391,9 +399,10 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
         .procs
         .iter()
         .filter(|p| !p.zombie)
-        .map(|p| p.pid)
+        .map(Proc::view)
         .collect();
-    let owned = crate::ns::dump(root, &all)?;
+    let root_view = all.first().copied().unwrap_or(root);
+    let owned = crate::ns::dump(root, root_view, &all)?;
     let own_pidns = owned.flags & libc::CLONE_NEWPID as u64 != 0;
     let mut pstree = Vec::new();
     let mut pages = 0;
@@ -418,14 +427,25 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
         .map(|p| p.pid)
         .collect();
     mem.take_back(&live);
+    // System V shared memory of the IPC namespace the tree owns, attached or not (ipc).
+    if owned.flags & libc::CLONE_NEWIPC as u64 != 0 {
+        crate::ipc::dump_shm(root_view, dir, mem.shmem_mut())?;
+    }
     for p in &mut tree.procs {
         let ppid = p.stat.ppid;
+        // An exited leader keeps its place first: restore recreates it, then lets it exit.
+        let tids: Vec<i32> = p
+            .leader_exited
+            .then_some(p.pid)
+            .into_iter()
+            .chain(p.threads.iter().map(|t| t.tid().0))
+            .collect();
         let mut entry = PstreeEntry {
             pid: p.pid,
             ppid,
             pgid: p.stat.pgid,
             sid: p.stat.sid,
-            threads: p.threads.iter().map(|t| t.tid().0).collect(),
+            threads: tids.clone(),
             zombie: p.zombie,
             exit_status: p.stat.exit_code,
             exit_signal: p.stat.exit_signal,
@@ -433,6 +453,14 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             leader_exited: p.leader_exited,
             ns_pid: 0,
             ns_threads: Vec::new(),
+            ns_pgid: 0,
+            ns_sid: 0,
+            foreground: p.stat.tty_nr != 0 && p.stat.tpgid == p.stat.pgid,
+            comm: if p.zombie {
+                p.stat.comm.clone()
+            } else {
+                String::new()
+            },
         };
         if own_pidns {
             let inner = |path: String| -> Result<i32, DumpError> {
@@ -442,10 +470,19 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
                     what: format!("a task outside the tree's pid namespace ({path}: {ns:?})"),
                 })
             };
+            // Group and session as seen inside (for leaders that are gone, see restore).
+            if let Ok(text) = proc::read(format!("/proc/{}/status", p.view())) {
+                let innermost = |key| {
+                    proc::status_field(&text, key)
+                        .and_then(|v| v.split_whitespace().last()?.parse().ok())
+                        .unwrap_or(0)
+                };
+                entry.ns_pgid = innermost("NSpgid");
+                entry.ns_sid = innermost("NSsid");
+            }
             if !p.zombie {
                 entry.ns_pid = inner(format!("/proc/{}/status", p.pid))?;
-                for t in &p.threads {
-                    let tid = t.tid().0;
+                for &tid in &tids {
                     entry
                         .ns_threads
                         .push(inner(format!("/proc/{}/task/{tid}/status", p.pid))?);
@@ -478,8 +515,9 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
     if fault::hit("dump-after-pages") {
         return Err(DumpError::Fault("dump-after-pages"));
     }
-    // files.img, pipes-data.img and the raw files-data.img.
-    files.write(dir)?;
+    // files.img, pipes-data.img and the raw files-data.img; `--link-remap` links are removed
+    // again unless the inventory below is written.
+    let remaps = files.write(dir)?;
     dir.write(ImageKind::Pstree, None, &pstree)?;
     if fault::hit("dump-before-inventory") {
         return Err(DumpError::Fault("dump-before-inventory"));
@@ -503,41 +541,52 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
                 .unwrap_or(0),
         },
     )?;
+    remaps.keep();
     Ok(DumpReport { pids, pages })
-}
-
-fn read_u64(t: &mut Tracee, at: RemoteAddr) -> Result<u64, DumpError> {
-    let mut b = [0u8; 8];
-    t.read_mem(at, &mut b)?;
-    Ok(u64::from_ne_bytes(b))
 }
 
 /// The state of one thread, read while it is frozen.
 fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCore, DumpError> {
     let tid = t.tid().0;
-    remote_in(
-        t,
-        pid,
-        "sigaltstack",
-        libc::SYS_sigaltstack,
-        [0, scratch.0, 0, 0, 0, 0],
-    )?;
-    let mut ss = [0u8; 24];
-    t.read_mem(scratch, &mut ss)?;
-    let altstack = SigAltStack {
-        ss_sp: u64::from_ne_bytes(ss[0..8].try_into().expect("8")),
-        ss_flags: i32::from_ne_bytes(ss[8..12].try_into().expect("4")),
-        ss_size: u64::from_ne_bytes(ss[16..24].try_into().expect("8")),
-    };
-    const PR_GET_TID_ADDRESS: u64 = 40;
-    remote_in(
-        t,
-        pid,
+    // What only the thread itself can read, in one remote batch.
+    let mut batch = Batch::new(scratch);
+    let prctl = |op: i32, arg: u64| [op as u64, arg, 0, 0, 0, 0];
+    let ss_at = batch.out(24);
+    let ss = batch.push("sigaltstack", libc::SYS_sigaltstack, [0, ss_at, 0, 0, 0, 0]);
+    const PR_GET_TID_ADDRESS: i32 = 40;
+    let tid_addr_at = batch.out(8);
+    let tid_addr = batch.push(
         "prctl(PR_GET_TID_ADDRESS)",
         libc::SYS_prctl,
-        [PR_GET_TID_ADDRESS, scratch.0, 0, 0, 0, 0],
-    )?;
-    let clear_child_tid = read_u64(t, scratch)?;
+        prctl(PR_GET_TID_ADDRESS, tid_addr_at),
+    );
+    let no_new_privs = batch.push(
+        "prctl(PR_GET_NO_NEW_PRIVS)",
+        libc::SYS_prctl,
+        prctl(libc::PR_GET_NO_NEW_PRIVS, 0),
+    );
+    let keepcaps = batch.push(
+        "prctl(PR_GET_KEEPCAPS)",
+        libc::SYS_prctl,
+        prctl(libc::PR_GET_KEEPCAPS, 0),
+    );
+    let timer_slack_ns = batch.push(
+        "prctl(PR_GET_TIMERSLACK)",
+        libc::SYS_prctl,
+        prctl(libc::PR_GET_TIMERSLACK, 0),
+    );
+    let ran = batch.run(t, pid)?;
+    ran.ok(ss)?;
+    let altstack = SigAltStack {
+        ss_sp: ran.word(ss_at, 0),
+        ss_flags: ran.word(ss_at, 1) as i32,
+        ss_size: ran.word(ss_at, 2),
+    };
+    ran.ok(tid_addr)?;
+    let clear_child_tid = ran.word(tid_addr_at, 0);
+    let no_new_privs = ran.ok(no_new_privs)? != 0;
+    let keepcaps = ran.ok(keepcaps)? != 0;
+    let timer_slack_ns = ran.ok(timer_slack_ns)?;
     let (robust_list, robust_list_len) =
         sys::get_robust_list(tid).map_err(|source| DumpError::Io {
             pid,
@@ -553,27 +602,6 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
         .trim_end_matches('\n')
         .to_string();
     let rseq_conf = t.rseq_configuration()?;
-    let no_new_privs = remote_in(
-        t,
-        pid,
-        "prctl(PR_GET_NO_NEW_PRIVS)",
-        libc::SYS_prctl,
-        [libc::PR_GET_NO_NEW_PRIVS as u64, 0, 0, 0, 0, 0],
-    )? != 0;
-    let keepcaps = remote_in(
-        t,
-        pid,
-        "prctl(PR_GET_KEEPCAPS)",
-        libc::SYS_prctl,
-        [libc::PR_GET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
-    )? != 0;
-    let timer_slack_ns = remote_in(
-        t,
-        pid,
-        "prctl(PR_GET_TIMERSLACK)",
-        libc::SYS_prctl,
-        [libc::PR_GET_TIMERSLACK as u64, 0, 0, 0, 0, 0],
-    )?;
     Ok(ThreadCore {
         tid,
         regs: Some(regs::to_image(t.orig_regs())),
@@ -615,7 +643,9 @@ fn dump_process(
     files: &mut files::FilesCtx,
     mem: &mut mm::DumpMem,
 ) -> Result<(u64, bool), DumpError> {
-    let pid = p.pid;
+    // An exited leader has no mm, files or fs left to show: /proc is read through a live
+    // thread of the process (its tid names the same process there).
+    let pid = p.view();
     let status = proc::read(format!("/proc/{pid}/status"))?;
     let umask = proc::status_field(&status, "Umask")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
@@ -623,7 +653,6 @@ fn dump_process(
 
     // Layout first: the scratch page must not show up in it. The VmFlags come from smaps,
     // read beside the page copy below.
-    let brk = p.remote("brk(0)", libc::SYS_brk, [0; 6])?;
     let mut vmas = proc::maps(pid)?;
     for v in &vmas {
         mm::check_dumpable(pid, v)?;
@@ -638,35 +667,50 @@ fn dump_process(
         None
     };
 
-    let actions = signals::dump_actions(&mut p.threads[0], pid, scratch, &status)?;
-    p.remote(
+    // The process-wide state the kernel only tells the task itself, in one remote batch.
+    let mut batch = Batch::new(scratch);
+    let prctl = |op: i32, arg: u64| [op as u64, arg, 0, 0, 0, 0];
+    let brk = batch.push("brk(0)", libc::SYS_brk, [0; 6]);
+    let pdeath_at = batch.out(8);
+    let pdeath = batch.push(
         "prctl(PR_GET_PDEATHSIG)",
         libc::SYS_prctl,
-        [libc::PR_GET_PDEATHSIG as u64, scratch.0, 0, 0, 0, 0],
-    )?;
-    let pdeath_signal = read_u64(&mut p.threads[0], scratch)? as i32;
-    p.remote(
+        prctl(libc::PR_GET_PDEATHSIG, pdeath_at),
+    );
+    let subreaper_at = batch.out(8);
+    let subreaper = batch.push(
         "prctl(PR_GET_CHILD_SUBREAPER)",
         libc::SYS_prctl,
-        [libc::PR_GET_CHILD_SUBREAPER as u64, scratch.0, 0, 0, 0, 0],
-    )?;
-    let subreaper = read_u64(&mut p.threads[0], scratch)? as i32 != 0;
-    let dumpable = p.remote(
+        prctl(libc::PR_GET_CHILD_SUBREAPER, subreaper_at),
+    );
+    let dumpable = batch.push(
         "prctl(PR_GET_DUMPABLE)",
         libc::SYS_prctl,
-        [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
-    )? != 0;
-    let personality = p.remote(
+        prctl(libc::PR_GET_DUMPABLE, 0),
+    );
+    let personality = batch.push(
         "personality",
         libc::SYS_personality,
         [0xffff_ffff, 0, 0, 0, 0, 0],
-    )? as u32;
-    let thp_disable = p.remote(
+    );
+    let thp_disable = batch.push(
         "prctl(PR_GET_THP_DISABLE)",
         libc::SYS_prctl,
-        [libc::PR_GET_THP_DISABLE as u64, 0, 0, 0, 0, 0],
-    )? != 0;
-    let itimers = crate::timers::dump(&mut p.threads[0], pid, scratch)?;
+        prctl(libc::PR_GET_THP_DISABLE, 0),
+    );
+    let asked_actions = signals::ask_actions(&mut batch, &status);
+    let asked_timers = crate::timers::ask(&mut batch);
+    let ran = batch.run(&mut p.threads[0], pid)?;
+    let brk = ran.ok(brk)?;
+    ran.ok(pdeath)?;
+    let pdeath_signal = ran.word(pdeath_at, 0) as i32;
+    ran.ok(subreaper)?;
+    let subreaper = ran.word(subreaper_at, 0) as i32 != 0;
+    let dumpable = ran.ok(dumpable)? != 0;
+    let personality = ran.ok(personality)? as u32;
+    let thp_disable = ran.ok(thp_disable)? != 0;
+    let actions = signals::actions_of(&ran, &asked_actions)?;
+    let itimers = crate::timers::timers_of(&ran, &asked_timers)?;
     let shared_pending = siginfos(p.threads[0].pending_signals(true)?);
     let mut cores = Vec::with_capacity(p.threads.len());
     for t in &mut p.threads {
@@ -675,8 +719,11 @@ fn dump_process(
     crate::debug!("pid {pid}: task state read");
 
     let fds = files.dump_task(pid, opts.shell_job)?;
+    let cwd = proc::readlink(format!("/proc/{pid}/cwd"))?;
     let fs = FsEntry {
-        cwd: proc::readlink(format!("/proc/{pid}/cwd"))?,
+        // A removed working directory is made again at restore (files::ghost).
+        cwd_ghost: files.dump_cwd(pid, &cwd)?,
+        cwd,
         root: proc::readlink(format!("/proc/{pid}/root"))?,
         umask,
     };
@@ -696,12 +743,17 @@ fn dump_process(
         None => proc::smaps(pid)?,
     };
     mm::attach_flags(pid, &mut vmas, &smaps)?;
-    let mut mm_entry = mem.layout(pid, &p.stat, brk, &vmas)?;
+    let mm_stat = if p.leader_exited {
+        proc::stat(pid)?
+    } else {
+        p.stat.clone()
+    };
+    let mut mm_entry = mem.layout(pid, &mm_stat, brk, &vmas)?;
     mm_entry.track = mem.arm(pid, &mut p.threads[0], scratch, &vmas);
 
-    let id = Some(pid as u32);
+    let id = Some(p.pid as u32);
     dir.write_pagemap(
-        pid as u32,
+        p.pid as u32,
         &PagemapHead {
             pages_id: mm::TREE_PAGES_ID,
         },
@@ -720,6 +772,19 @@ fn dump_process(
         itimers,
         thp_disable,
     });
+    if p.leader_exited {
+        // The exited leader: no thread state but the mask it exited with, only the process's.
+        let path = format!("/proc/{}/task/{}/status", p.pid, p.pid);
+        let sigmask = proc::status_field(&proc::read(&path)?, "SigBlk")
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0);
+        let leader = ThreadCore {
+            tid: p.pid,
+            sigmask,
+            ..Default::default()
+        };
+        cores.insert(0, leader);
+    }
     for thread in cores {
         let tid = thread.tid as u32;
         let core = CoreEntry {

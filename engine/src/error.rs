@@ -65,6 +65,9 @@ pub enum DumpError {
     },
     #[error("pid {pid}: {what} not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// A System V segment of an IPC namespace the tree does not own (the host's).
+    #[error("pid {pid}: System V shared memory shmid {shmid} attached at {addr:#x} belongs to an IPC namespace outside the tree: not dumped")]
+    SysvShmOutside { pid: i32, addr: u64, shmid: i32 },
     #[error("pid {pid}: {path}")]
     Io {
         pid: i32,

@@ -37,6 +37,7 @@ use parasite::{RemoteAddr, Tracee};
 
 use crate::error::{DumpError, RestoreError};
 use crate::proc::{self, Stat, Vma};
+use crate::remote::Queue;
 
 pub(crate) use inherit::{PlanTask, Premap};
 pub(crate) use pages::{PageFiles, TaskPages, TREE_PAGES_ID};
@@ -264,6 +265,8 @@ impl DumpMem {
                 parent
             }
         };
+        // Shmem objects the parent saved keep their ids; only changed pages are stored.
+        let shmem = shmem::ShmemDump::new(prev.as_ref());
         Ok(DumpMem {
             dir: dir.clone(),
             out: pages::PagesOut::create(dir)?,
@@ -273,7 +276,7 @@ impl DumpMem {
             done: HashMap::new(),
             shared_slots: Vec::new(),
             jobs: Vec::new(),
-            shmem: shmem::ShmemDump::default(),
+            shmem,
             old: HashMap::new(),
             new: Vec::new(),
             retired: Vec::new(),
@@ -282,6 +285,11 @@ impl DumpMem {
             pagemap: None,
             finished: false,
         })
+    }
+
+    /// The shmem objects of the dump, for the System V segments ([`crate::ipc`]).
+    pub fn shmem_mut(&mut self) -> &mut shmem::ShmemDump {
+        &mut self.shmem
     }
 
     /// Takes back the write trackers the previous dump left with its keeper, so that pages
@@ -328,15 +336,14 @@ impl DumpMem {
             path: format!("/proc/{pid}/pagemap").into(),
             source,
         };
-        // The parent in this dump, for pages still shared with it since fork.
-        let cow = match self.done.get(&ppid) {
-            Some(pe) if !pe.is_empty() => {
-                let mine = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| io(pid, e))?;
-                let theirs =
-                    File::open(format!("/proc/{ppid}/pagemap")).map_err(|e| io(ppid, e))?;
-                Some((mine, theirs))
-            }
-            _ => None,
+        // The parent in this dump, then the siblings done before it, for pages still shared
+        // with one of them since fork (siblings: see [`inherit`]).
+        let relatives = inherit::relatives(ppid, |r| self.done.contains_key(&r));
+        let cow = if relatives.is_empty() {
+            None
+        } else {
+            let mine = File::open(format!("/proc/{pid}/pagemap")).map_err(|e| io(pid, e))?;
+            Some((mine, relatives))
         };
         // A process with children in the tree may share pages with them.
         self.pagemap = if has_children(pid) {
@@ -378,15 +385,7 @@ impl DumpMem {
                     pages::push_entry_after(&mut entries, first, s, nr, 0, PE_IN_PARENT);
                     continue;
                 }
-                self.store(
-                    pid,
-                    ppid,
-                    r.readable,
-                    (s, e),
-                    first,
-                    cow.as_ref(),
-                    &mut entries,
-                )?;
+                self.store(pid, r.readable, (s, e), first, cow.as_ref(), &mut entries)?;
             }
         }
         self.done.insert(pid, entries.clone());
@@ -399,17 +398,15 @@ impl DumpMem {
         Ok(entries)
     }
 
-    /// Plans `[s, e)` of `pid`: pages the parent holds at the same physical page point at the
-    /// parent's data, the rest gets room in the pages file.
-    #[allow(clippy::too_many_arguments)]
+    /// Plans `[s, e)` of `pid`: pages the parent or a sibling holds at the same physical page
+    /// point at its data, the rest gets room in the pages file.
     fn store(
         &mut self,
         pid: i32,
-        ppid: i32,
         readable: bool,
         (s, e): (u64, u64),
         first: usize,
-        cow: Option<&(File, File)>,
+        cow: Option<&(File, Vec<i32>)>,
         entries: &mut Vec<PagemapEntry>,
     ) -> Result<(), DumpError> {
         let n = (e - s) / PAGE_SIZE;
@@ -435,21 +432,31 @@ impl DumpMem {
             }
             (None, None) => Vec::new(),
         };
-        if let (Some((_, theirs)), Some(pe)) = (cow, self.done.get(&ppid)) {
-            if careful.iter().any(|&c| c) {
-                let pw = pages::pagemap_words(theirs, s, n).map_err(|e| io(ppid, e))?;
-                for i in 0..n as usize {
-                    let (Some(a), Some(b)) = (pages::pfn(words[i]), pages::pfn(pw[i])) else {
-                        continue;
-                    };
-                    if a != b {
-                        continue;
-                    }
-                    let addr = s + i as u64 * PAGE_SIZE;
-                    if let Some(pe) = pages::covering(pe, addr) {
-                        if pe.flags == PE_PRESENT {
-                            shared[i] = Some(pe.pages_off + (addr - pe.vaddr) / PAGE_SIZE);
-                        }
+        // The parent first, then each sibling, while some page shared with another process is
+        // not accounted for.
+        for &r in cow.map_or(&[][..], |(_, rs)| &rs[..]) {
+            let Some(pe) = self.done.get(&r) else {
+                continue;
+            };
+            if !(0..n as usize).any(|i| careful[i] && shared[i].is_none()) {
+                break;
+            }
+            let theirs = File::open(format!("/proc/{r}/pagemap")).map_err(|e| io(r, e))?;
+            let pw = pages::pagemap_words(&theirs, s, n).map_err(|e| io(r, e))?;
+            for i in 0..n as usize {
+                if shared[i].is_some() {
+                    continue;
+                }
+                let (Some(a), Some(b)) = (pages::pfn(words[i]), pages::pfn(pw[i])) else {
+                    continue;
+                };
+                if a != b {
+                    continue;
+                }
+                let addr = s + i as u64 * PAGE_SIZE;
+                if let Some(pe) = pages::covering(pe, addr) {
+                    if pe.flags == PE_PRESENT {
+                        shared[i] = Some(pe.pages_off + (addr - pe.vaddr) / PAGE_SIZE);
                     }
                 }
             }
@@ -530,6 +537,11 @@ impl DumpMem {
                 }
                 _ => (None, None),
             };
+            // A System V attachment names its segment (saved by crate::ipc, or refused).
+            let sysv_shmid = match kind {
+                VmaKind::VmaSysvShm => Some(self.shmem.sysv_shmid(pid, v)?),
+                _ => None,
+            };
             entries.push(VmaEntry {
                 start: v.start,
                 end: v.end,
@@ -542,6 +554,7 @@ impl DumpMem {
                 shmem,
                 huge: ranges(info.huge.get(&i)),
                 guards: ranges(info.guards.get(&i)),
+                sysv_shmid,
             });
         }
         let auxv_raw = proc::read_bytes(format!("/proc/{pid}/auxv"))?;
@@ -674,16 +687,14 @@ impl DumpMem {
     }
 
     /// Copies everything planned (in a pre-dump, from tasks running again), saves the shmem
-    /// objects (not in a pre-dump: a later dump saves them whole anyway) and commits the
-    /// pages file. Returns the number of pages stored.
+    /// objects (against the parent's copy in an incremental dump) and commits the pages file.
+    /// Returns the number of pages stored.
     pub fn finish(mut self) -> Result<u64, DumpError> {
         let mut jobs = std::mem::take(&mut self.jobs);
-        let objects = if self.opts.pre_dump {
-            Vec::new()
-        } else {
-            jobs.extend(self.shmem.plan(&self.dir, &mut self.out)?);
-            self.shmem.files()
-        };
+        // Shmem objects too, in a pre-dump (copied while the tree runs): a later dump stores
+        // only the pages that differ from these.
+        jobs.extend(self.shmem.plan(&self.dir, &mut self.out)?);
+        let objects = self.shmem.files();
         self.out.copy(&jobs, &objects, self.opts.pre_dump)?;
         let n = self.out.pages();
         self.dir.commit_pages(TREE_PAGES_ID)?;
@@ -835,6 +846,7 @@ pub(crate) fn restore(
     pid: i32,
     m: &TaskMem<'_>,
     tramp: (u64, u64),
+    q: &mut Queue,
 ) -> Result<(), RestoreError> {
     let mm = m.mm;
     let layout = |what: String| RestoreError::Layout { pid, what };
@@ -863,7 +875,7 @@ pub(crate) fn restore(
         holes.push((cursor, TASK_SIZE));
     }
     for (s, e) in holes {
-        rsys(t, pid, libc::SYS_munmap, [s, e - s, 0, 0, 0, 0], || {
+        q.push(t, pid, libc::SYS_munmap, [s, e - s, 0, 0, 0, 0], || {
             format!("munmap {s:#x}-{e:#x}")
         })?;
     }
@@ -898,7 +910,7 @@ pub(crate) fn restore(
                 })
             }
             None => {
-                rsys(
+                q.push(
                     t,
                     pid,
                     libc::SYS_munmap,
@@ -916,11 +928,26 @@ pub(crate) fn restore(
             .any(|&(from2, len2, to2)| to2 != to && to < from2 + len2 && from2 < to + len)
     });
     if !clash {
-        for &(from, len, to) in &moves {
-            mremap(t, pid, from, len, to)?;
+        for &(from, len, to) in moves.iter().filter(|m| m.0 != m.2) {
+            // MREMAP_FIXED: the area lands at `to` or the call fails.
+            q.push(
+                t,
+                pid,
+                libc::SYS_mremap,
+                [
+                    from,
+                    len,
+                    len,
+                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                    to,
+                    0,
+                ],
+                || format!("mremap {from:#x} to {to:#x}"),
+            )?;
         }
         moves.clear();
     }
+    q.flush(t, pid)?;
     let staging = find_free(mm, &current, tramp, moves.iter().map(|m| m.1).sum())
         .ok_or_else(|| layout("no room to move the vDSO".into()))?;
     let mut at = staging;
@@ -968,8 +995,16 @@ pub(crate) fn restore(
                     .find(|(p, _)| p == path)
                     .map(|(_, fd)| *fd as u64)
                     .ok_or_else(|| layout(format!("no descriptor for mapped file {path}")))?;
-                map_at(t, pid, v, prot, v.flags, fd, v.pgoff)?;
+                map_at(t, pid, q, v, prot, v.flags, fd, v.pgoff)?;
                 if prot != v.prot {
+                    to_protect.push(v);
+                }
+            }
+            VmaKind::VmaSysvShm => {
+                // shmat of the segment, recreated with its id in the task's IPC namespace,
+                // once the calls queued so far have run.
+                q.flush(t, pid)?;
+                if shmem::attach_sysv(t, pid, mm, v)? {
                     to_protect.push(v);
                 }
             }
@@ -983,7 +1018,7 @@ pub(crate) fn restore(
                     .map(|(_, fd)| *fd as u64)
                     .ok_or_else(|| layout(format!("no descriptor for shmem object {id}")))?;
                 let flags = v.flags & !(libc::MAP_ANONYMOUS as u32);
-                map_at(t, pid, v, prot, flags, fd, v.pgoff)?;
+                map_at(t, pid, q, v, prot, flags, fd, v.pgoff)?;
                 if prot != v.prot {
                     to_protect.push(v);
                 }
@@ -995,7 +1030,7 @@ pub(crate) fn restore(
                 } else {
                     prot
                 };
-                map_anon(t, pid, v, prot, apart)?;
+                map_anon(t, pid, q, v, prot, apart)?;
                 if apart
                     && m.pages
                         .within(v.start, v.start + PAGE_SIZE)
@@ -1020,7 +1055,7 @@ pub(crate) fn restore(
             ("mg", libc::MADV_MERGEABLE),
         ] {
             if v.vm_flags.iter().any(|f| f == flag) {
-                rsys(
+                q.push(
                     t,
                     pid,
                     libc::SYS_madvise,
@@ -1037,9 +1072,11 @@ pub(crate) fn restore(
         .iter()
         .copied()
         .filter(|r| !placed.iter().any(|&(s, e)| s <= r.vaddr && r.end() <= e));
+    // The areas exist before they are filled.
+    q.flush(t, pid)?;
     pages::fill(pid, m.files, runs)?;
     for at in faulted {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_madvise,
@@ -1048,6 +1085,7 @@ pub(crate) fn restore(
         )?;
     }
     // 5. Huge pages where there were (best effort), guard regions.
+    q.flush(t, pid)?;
     for v in &mm.vmas {
         if !m.premap.in_place(v.start, v.end) {
             for r in &v.huge {
@@ -1064,8 +1102,10 @@ pub(crate) fn restore(
                 }
             }
         }
+    }
+    for v in &mm.vmas {
         for r in &v.guards {
-            rsys(
+            q.push(
                 t,
                 pid,
                 libc::SYS_madvise,
@@ -1076,7 +1116,7 @@ pub(crate) fn restore(
     }
     // 6. Final protections, then locks (which fault the whole area in).
     for v in to_protect {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_mprotect,
@@ -1091,7 +1131,7 @@ pub(crate) fn restore(
             } else {
                 0
             };
-            rsys(
+            q.push(
                 t,
                 pid,
                 libc::SYS_mlock2,
@@ -1100,19 +1140,21 @@ pub(crate) fn restore(
             )?;
         }
     }
-    Ok(())
+    q.flush(t, pid)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn map_at(
     t: &mut Tracee,
     pid: i32,
+    q: &mut Queue,
     v: &VmaEntry,
     prot: u32,
     flags: u32,
     fd: u64,
     off: u64,
 ) -> Result<(), RestoreError> {
-    rsys(
+    q.push(
         t,
         pid,
         libc::SYS_mmap,
@@ -1157,15 +1199,18 @@ pub(crate) fn keep_apart(prev: Option<&VmaEntry>, v: &VmaEntry) -> bool {
 fn map_anon(
     t: &mut Tracee,
     pid: i32,
+    q: &mut Queue,
     v: &VmaEntry,
     prot: u32,
     apart: bool,
 ) -> Result<(), RestoreError> {
     if !apart {
-        return map_at(t, pid, v, prot, v.flags, u64::MAX, 0);
+        return map_at(t, pid, q, v, prot, v.flags, u64::MAX, 0);
     }
     // Its place is taken first, so that the kernel does not put the one to move in there.
-    map_at(t, pid, v, prot, v.flags, u64::MAX, 0)?;
+    map_at(t, pid, q, v, prot, v.flags, u64::MAX, 0)?;
+    // The move below needs the answers.
+    q.flush(t, pid)?;
     let len = v.end - v.start;
     let flags = (v.flags & !(libc::MAP_FIXED as u32)) as u64;
     let at = rsys(

@@ -47,11 +47,13 @@ pub(crate) struct Owned {
 }
 
 /// Finds which namespaces the root owns (differ from crust's own), and checks that every task
-/// of the tree lives in the root's namespaces.
-pub(crate) fn dump(root: i32, pids: &[i32]) -> Result<Owned, DumpError> {
+/// of the tree lives in the root's namespaces. `pids` and `view` (the root's own pid, or a live
+/// thread of it when its leader has exited and shows no namespaces) are what /proc is read
+/// through.
+pub(crate) fn dump(root: i32, view: i32, pids: &[i32]) -> Result<Owned, DumpError> {
     let mut owned = Owned::default();
     for (kind, flag) in KINDS {
-        let theirs = ns_id(&root.to_string(), kind)?;
+        let theirs = ns_id(&view.to_string(), kind)?;
         if theirs != ns_id("self", kind)? {
             owned.flags |= flag;
         }
@@ -76,7 +78,7 @@ pub(crate) fn dump(root: i32, pids: &[i32]) -> Result<Owned, DumpError> {
         }
     }
     if owned.flags & libc::CLONE_NEWUTS as u64 != 0 {
-        let path = PathBuf::from(format!("/proc/{root}/ns/uts"));
+        let path = PathBuf::from(format!("/proc/{view}/ns/uts"));
         let (h, d) = crate::sys::uts_names_of(&path).map_err(|source| DumpError::Io {
             pid: root,
             path,

@@ -86,6 +86,10 @@ fn frozen_part(
         .map(|p| p.pid)
         .collect();
     mem.take_back(&live);
+    // System V shared memory of the IPC namespace the tree owns, attached or not (ipc).
+    if crate::ipc::owns_ipc_ns(opts.pid) {
+        crate::ipc::dump_shm(opts.pid, dir, mem.shmem_mut())?;
+    }
     for p in tree.procs.iter_mut().filter(|p| !p.threads.is_empty()) {
         let pid = p.pid;
         let brk = p.remote("brk(0)", libc::SYS_brk, [0; 6])?;

@@ -185,6 +185,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// The controlling terminal's device number (0: none).
+    pub tty_nr: u32,
+    /// The foreground process group of the controlling terminal (-1: none).
+    pub tpgid: i32,
     pub exit_signal: i32,
     /// The wait status of an exited (zombie) task; 0 while it runs.
     pub exit_code: i32,
@@ -226,6 +230,8 @@ pub fn parse_stat(path: &Path, text: &str) -> Result<Stat, ProcError> {
         ppid: f(4)? as i32,
         pgid: f(5)? as i32,
         sid: f(6)? as i32,
+        tty_nr: f(7)? as u32,
+        tpgid: f(8)? as i32,
         exit_signal: f(38)? as i32,
         exit_code: f(52).unwrap_or(0) as i32,
         start_code: f(26)?,
@@ -412,6 +418,7 @@ mod tests {
         let s = parse_stat(Path::new("stat"), &text).unwrap();
         assert_eq!(s.comm, "a) b");
         assert_eq!((s.ppid, s.pgid, s.sid), (4, 5, 6));
+        assert_eq!((s.tty_nr, s.tpgid), (7, 8));
         assert_eq!(s.start_code, 26);
         assert_eq!(s.env_end, 51);
         assert_eq!(s.exit_signal, 38);

@@ -67,20 +67,20 @@ const ERESTART_RESTARTBLOCK: i64 = 516;
 
 /// Registers a restored thread resumes with, given those it was frozen with.
 ///
-/// A thread frozen inside a syscall shows the kernel's internal restart codes. The restored
-/// thread has no kernel context to restart from, so crust does what the kernel would have done
-/// on a signal without a handler: `-ERESTARTSYS`/`NOINTR`/`NOHAND` re-execute the syscall
-/// (`rip -= 2`, `rax = orig_rax`); `-ERESTART_RESTARTBLOCK` (nanosleep, poll with timeout...)
-/// needs the lost restart block, so the call returns `-EINTR` as after a handled signal.
-/// `orig_rax = -1` then keeps the kernel from applying its own restart logic on top.
+/// A thread frozen inside a syscall shows the kernel's internal restart codes. Every restored
+/// thread is released from a stop inside the kernel's signal delivery (the trap after its last
+/// remote call), which applies the kernel's own restart logic to the registers it finds, just
+/// as for the frozen thread: `-ERESTARTSYS`/`NOINTR`/`NOHAND` with `orig_rax` kept re-execute
+/// the syscall, or return `-EINTR` when a handler runs first, so a signal arriving as the tree
+/// resumes interrupts `pause()` instead of being handled just before it blocks again.
+/// `-ERESTART_RESTARTBLOCK` (nanosleep, poll with timeout...) needs the lost restart block, so
+/// the call returns `-EINTR` as after a handled signal, and `orig_rax = -1` keeps the kernel
+/// from restarting it.
 pub(crate) fn for_resume(saved: &UserRegs) -> UserRegs {
     let mut r = *saved;
     if (saved.orig_rax as i64) >= 0 {
         match -(saved.rax as i64) {
-            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
-                r.rax = saved.orig_rax;
-                r.rip = saved.rip.wrapping_sub(2);
-            }
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => return r,
             ERESTART_RESTARTBLOCK => r.rax = (-libc::EINTR as i64) as u64,
             _ => {}
         }
@@ -102,11 +102,14 @@ mod tests {
     }
 
     #[test]
-    fn interrupted_read_is_restarted() {
+    fn interrupted_read_is_left_to_the_kernel_restart() {
         let r = for_resume(&regs(0, -ERESTARTSYS, 0x1002));
-        assert_eq!((r.rax, r.rip, r.orig_rax as i64), (0, 0x1000, -1));
+        assert_eq!((r.rax as i64, r.rip, r.orig_rax), (-ERESTARTSYS, 0x1002, 0));
         let r = for_resume(&regs(34, -ERESTARTNOHAND, 0x2002));
-        assert_eq!((r.rax, r.rip), (34, 0x2000));
+        assert_eq!(
+            (r.rax as i64, r.rip, r.orig_rax),
+            (-ERESTARTNOHAND, 0x2002, 34)
+        );
     }
 
     #[test]

@@ -5,19 +5,25 @@
 //! words shared with every task:
 //!
 //! 1. created: sessions (`setsid` by session leaders before they fork) and children exist;
-//! 2. groups: group leaders `setpgid(0, 0)`, then members join their group;
+//! 2. groups: group leaders `setpgid(0, 0)`, then members join their group; a session or
+//!    group whose leader had exited gets a helper task with that id (see [`Helper`]), which
+//!    exits and is reaped by its parent once groups are set;
 //! 3. files: each task receives its descriptors from crust over a unix socket
 //!    (`SCM_RIGHTS`), where crust opened every file description of the tree once (so sharing
 //!    between fds and tasks, and the shared offset, come back by construction), moves them to
 //!    their numbers, sets cwd and name, and stops itself (SIGSTOP) once crust has seized it.
 //!
 //! Then crust, as tracer, takes every task over with remote syscalls:
-//! a two-page trampoline (`syscall` + data) where neither layout has anything; the child's
+//! a trampoline (a `syscall`, the remote batch code, a data page, the batch table and its
+//! arguments) where neither layout has anything, through which most calls run in batches
+//! ([`crate::remote::Queue`]) rather than one single-step each; the child's
 //! rseq (glibc's) unregistered, or the kernel kills the task with SIGSEGV once that memory is
 //! gone; everything else unmapped; `[vvar]`, `[vvar_vclock]`, `[vdso]` moved to their saved
 //! places; the saved VMAs mapped and filled ([`crate::mm`]); `PR_SET_MM_MAP`; threads created
 //! with a remote `clone3(set_tid)`; dispositions, queued signals, rlimits, per-thread state;
-//! the trampoline unmaps itself and the final registers go in at the trap after it.
+//! the trampoline unmaps itself and the final registers go in at the trap after it. A process
+//! whose leader thread had exited gets its leader back only until its threads exist: the
+//! leader then runs `exit` (the thread alone) and stays the zombie thread it was.
 //! All tasks are released together, only once every one is complete.
 //!
 //! Every image is read and checked before anything is created. A failure after the fork kills
@@ -39,6 +45,7 @@ use parasite::{RemoteAddr, StopKind, Tid, Tracee, WaitStatus};
 use crate::error::{fault, RestoreError};
 use crate::files;
 use crate::mm::{self, rsys, MmFds};
+use crate::remote::Queue;
 use crate::sys::{self, child};
 use crate::{proc, regs, signals};
 
@@ -53,6 +60,9 @@ pub struct RestoreOpts {
     pub inherit_fds: Vec<String>,
     /// Restore files whose size changed since the dump (`--skip-file-validation`).
     pub skip_file_validation: bool,
+    /// Take the saved file locks and leases again (`--file-locks`); without it, as with
+    /// CRIU, they are left out (files::locks).
+    pub file_locks: bool,
 }
 
 /// The restored tree, running.
@@ -75,8 +85,12 @@ struct TaskImages {
 }
 
 /// One task of the tree as the restore plans it.
+#[derive(Default)]
 struct Task {
     entry: PstreeEntry,
+    /// Not a task of the images: a session or group helper ([`Helper`]), gone before the
+    /// tree runs.
+    helper: bool,
     /// clone3's set_tid: the pid inside the tree's pid namespace first, if it has one.
     tids: Vec<i32>,
     /// The pid and thread ids as the task sees them (inside its pid namespace).
@@ -95,6 +109,8 @@ struct Task {
     /// Crust's end of the fd transport (sent before the fork) and the task's end.
     transport: Option<(OwnedFd, OwnedFd)>,
     cwd: CString,
+    /// A descriptor of its removed working directory to `fchdir` to instead, or -1.
+    cwd_fd: i32,
     comm: CString,
     mm_fds: MmFds,
     /// Areas the task prepares before it forks, for its children to inherit (mm::inherit).
@@ -118,15 +134,23 @@ fn load_task(
     for (i, &tid) in e.threads.iter().enumerate() {
         let core: CoreEntry = dir.read_one(ImageKind::Core, Some(tid as u32))?;
         let path = dir.file_path(ImageKind::Core, Some(tid as u32));
+        // An exited leader has no registers: it is recreated only to exit again.
+        let exited = i == 0 && e.leader_exited;
         let ok = core
             .thread
             .as_ref()
-            .is_some_and(|t| t.regs.is_some() && t.tid == tid)
+            .is_some_and(|t| (t.regs.is_some() || exited) && t.tid == tid)
             && (i != 0 || core.task.is_some());
         if !ok {
             return Err(bad(path, "thread or task state missing".into()));
         }
         cores.push(core);
+    }
+    if e.leader_exited && e.threads.len() < 2 {
+        return Err(bad(
+            dir.file_path(ImageKind::Pstree, None),
+            format!("pid {pid}: its leader exited but no other thread is left"),
+        ));
     }
     if cores.first().is_none_or(|c| c.task.is_none()) || e.threads.first() != Some(&pid) {
         return Err(bad(
@@ -150,6 +174,10 @@ fn load_task(
 }
 
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// Where the batch code sits in the trampoline's code page, after its `syscall`.
+const BATCH_CODE_AT: u64 = 64;
+/// Bytes of the trampoline's remote batch table, and of its arguments area.
+const BATCH_AREA: u64 = 4 * PAGE_SIZE;
 
 /// VMAs sorted, page aligned, non-overlapping, inside the user address space.
 fn check_layout(mm: &MmEntry, image: &Path) -> Result<(), RestoreError> {
@@ -263,7 +291,12 @@ fn plan(
         tasks.push(Task {
             tids,
             ns_pid,
-            ns_pgid: e.pgid,
+            ns_pgid: if own_pidns && e.ns_pgid > 0 {
+                e.ns_pgid
+            } else {
+                e.pgid
+            },
+            helper: false,
             ns_threads,
             entry: e.clone(),
             images,
@@ -272,7 +305,9 @@ fn plan(
             places: Vec::new(),
             transport: None,
             cwd: CString::default(),
-            comm: CString::default(),
+            cwd_fd: -1,
+            // A zombie's name; a live task's comes with its images below.
+            comm: CString::new(e.comm.as_bytes()).unwrap_or_default(),
             mm_fds: MmFds {
                 exe: -1,
                 ..Default::default()
@@ -290,7 +325,10 @@ fn plan(
             tasks[i].ns_pgid = tasks[l].ns_pid;
         }
     }
-    check_sessions(&tasks, &index, &pstree_path, opts)?;
+    // Sessions and groups whose leader is gone get a helper task each.
+    let helpers =
+        plan_helpers(&pstree, own_pidns).map_err(|what| bad(pstree_path.clone(), what))?;
+    add_helpers(&mut tasks, &index, &helpers, own_pidns);
     for t in &tasks {
         let pid = t.entry.pid;
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
@@ -301,8 +339,22 @@ fn plan(
         }
     }
 
-    // Every description of the tree, opened once in crust.
-    let descs = files::open_all(&files_img, &pipes, opts, dir)?;
+    // Locks without --file-locks are left out; leases go to the tasks holding them.
+    files::locks::plan(
+        &files_img,
+        opts.file_locks,
+        tasks
+            .iter_mut()
+            .filter_map(|t| t.images.as_mut().map(|i| &mut i.fdinfo)),
+    );
+    // Every description of the tree, opened once in crust, and removed working directories.
+    let cwd_ghosts: Vec<&images::pb::GhostFile> = tasks
+        .iter()
+        .filter_map(|t| t.images.as_ref()?.fs.cwd_ghost.as_ref())
+        .collect();
+    let opened = files::open_all(&files_img, &pipes, &cwd_ghosts, opts, dir)?;
+    drop(cwd_ghosts);
+    let (descs, cwd_dirs) = (opened.files, opened.cwds);
     // A memfd both open and mapped is one object: the mappings use the files' memfd.
     let memfds: HashMap<u64, RawFd> = files_img
         .iter()
@@ -319,7 +371,9 @@ fn plan(
         .iter()
         .enumerate()
         .map(|(i, t)| mm::PlanTask {
-            parent: (i > 0).then(|| index[&t.entry.ppid]),
+            // A helper keeps its parent's memory as it is: the tasks it forks inherit from
+            // their saved parent through it.
+            parent: (i > 0 && !t.helper).then(|| index[&t.entry.ppid]),
             image: t.images.as_ref().map(|img| (&img.mm, &img.pages)),
         })
         .collect();
@@ -406,6 +460,18 @@ fn plan(
                 next += 1;
             }
         }
+        // A removed working directory: crust's descriptor of the one it made again.
+        if let Some(g) = &img.fs.cwd_ghost {
+            let fd = cwd_dirs.get(&g.id).ok_or_else(|| {
+                bad(
+                    dir.file_path(ImageKind::Fs, id),
+                    format!("working directory {} not made", g.path),
+                )
+            })?;
+            send.push(fd.as_raw_fd());
+            t.places.push((next, true));
+            t.cwd_fd = next;
+        }
         let (ours, theirs) =
             sys::fd_transport().map_err(|source| RestoreError::Clone { pid, source })?;
         for chunk in send.chunks(sys::FDS_PER_MESSAGE) {
@@ -427,44 +493,220 @@ fn plan(
     Ok((tasks, inv))
 }
 
-/// Sessions are inherited through fork and process groups must exist in the session when a
-/// task joins them: check the saved ones can be rebuilt that way.
-fn check_sessions(
-    tasks: &[Task],
-    index: &HashMap<i32, usize>,
-    image: &Path,
-    opts: &RestoreOpts,
-) -> Result<(), RestoreError> {
-    let root = &tasks[0].entry;
-    for t in tasks.iter().skip(1) {
-        let e = &t.entry;
-        let parent = &tasks[index[&e.ppid]].entry;
-        if e.sid != e.pid && e.sid != parent.sid {
-            return Err(bad(
-                image.into(),
-                format!(
-                    "pid {}: session {} is neither its own nor its parent's (a session whose leader is gone is not supported yet)",
-                    e.pid, e.sid
-                ),
+/// A task the restore adds for a session or process group whose leader had exited, as CRIU
+/// does: sessions are only inherited through fork, and a group can only be joined while it
+/// exists. Forked with pid = that id, a session helper calls `setsid()` and forks the
+/// members that had entered the session from outside it (they were reparented to the
+/// subreaper or pid-namespace init that forks the helper); a group helper calls
+/// `setpgid(0, 0)` in its session and lives while members join. Both exit once groups are
+/// set, and their parents reap them before any task is taken over, so the members end up
+/// with the parent they had (the kernel reparents them to the same reaper).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Helper {
+    /// Its pid: the id of the session or group (its group is its own, either way).
+    pid: i32,
+    /// The same inside the tree's pid namespace (`pid` without one).
+    ns_pid: i32,
+    /// Who forks it: a task of the tree, or a session helper (by its pid).
+    parent: i32,
+    sid: i32,
+    /// Tasks it forks instead of their saved parent.
+    adopts: Vec<i32>,
+}
+
+/// Finds the sessions and groups of the saved tree whose leader is gone and plans a helper
+/// for each (sessions first); an arrangement fork cannot rebuild is an error saying why.
+/// `entries` is the pstree, root first, every parent before its children.
+fn plan_helpers(entries: &[PstreeEntry], own_pidns: bool) -> Result<Vec<Helper>, String> {
+    let Some(root) = entries.first() else {
+        return Ok(Vec::new());
+    };
+    let by_pid: HashMap<i32, &PstreeEntry> = entries.iter().map(|e| (e.pid, e)).collect();
+    let live: Vec<&PstreeEntry> = entries.iter().filter(|e| !e.zombie).collect();
+    let parent_of = |e: &PstreeEntry| -> Result<&PstreeEntry, String> {
+        by_pid
+            .get(&e.ppid)
+            .copied()
+            .ok_or_else(|| format!("pid {}: parent {} is not in the tree", e.pid, e.ppid))
+    };
+    // The root's session when it does not lead it is crust's own at restore (a shell job).
+    let outside_sid = (root.sid != root.pid).then_some(root.sid);
+    let mut helpers: Vec<Helper> = Vec::new();
+
+    let mut sids: Vec<i32> = live.iter().map(|e| e.sid).collect();
+    sids.sort_unstable();
+    sids.dedup();
+    for s in sids {
+        if Some(s) == outside_sid {
+            continue;
+        }
+        // Members that entered the session from outside it: their parent is elsewhere.
+        let mut entered = Vec::new();
+        for e in live
+            .iter()
+            .filter(|e| e.sid == s && e.pid != s && e.pid != root.pid)
+        {
+            if parent_of(e)?.sid != s {
+                entered.push(*e);
+            }
+        }
+        match by_pid.get(&s) {
+            Some(l) if !l.zombie && l.sid == s => {
+                if let Some(e) = entered.first() {
+                    return Err(format!(
+                        "pid {}: in session {s}, whose leader lives, but its parent {} is not (not supported)",
+                        e.pid, e.ppid
+                    ));
+                }
+                continue;
+            }
+            Some(l) if l.zombie => {
+                return Err(format!(
+                    "session {s}: its leader is a zombie (not supported)"
+                ))
+            }
+            Some(_) => {
+                return Err(format!(
+                    "session {s}: its leader's pid now names a task of another session"
+                ))
+            }
+            None => {}
+        }
+        let Some(first) = entered.first() else {
+            return Err(format!(
+                "session {s}: its leader is gone and no member is the child of a task outside it"
+            ));
+        };
+        let parent = first.ppid;
+        if let Some(e) = entered.iter().find(|e| e.ppid != parent) {
+            return Err(format!(
+                "session {s}: members {} and {} whose leader is gone have different parents ({parent} and {})",
+                first.pid, e.pid, e.ppid
             ));
         }
-        let leader_ok = e.pgid == e.pid
-            || index
-                .get(&e.pgid)
-                .is_some_and(|&l| !tasks[l].entry.zombie && tasks[l].entry.sid == e.sid)
-            || (e.pgid == root.pgid && e.sid == root.sid);
-        if !leader_ok {
-            return Err(bad(
-                image.into(),
-                format!(
-                    "pid {}: process group {} has no live leader in its session (not supported yet)",
-                    e.pid, e.pgid
-                ),
+        let p = parent_of(first)?;
+        if !(p.subreaper || (own_pidns && p.pid == root.pid)) {
+            return Err(format!(
+                "session {s}: the members whose leader is gone have parent {parent}, neither a subreaper nor the init of the tree's pid namespace"
             ));
         }
+        let ns_pid = if own_pidns { first.ns_sid } else { s };
+        if ns_pid <= 0 {
+            return Err(format!(
+                "session {s}: its id inside the pid namespace is missing"
+            ));
+        }
+        helpers.push(Helper {
+            pid: s,
+            ns_pid,
+            parent,
+            sid: s,
+            adopts: entered.iter().map(|e| e.pid).collect(),
+        });
     }
-    let _ = opts;
-    Ok(())
+
+    let mut groups: Vec<(i32, i32)> = live.iter().map(|e| (e.pgid, e.sid)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for (g, s) in groups {
+        // The session's own group: made by its leader, its helper, or outside the tree.
+        if g == s || (g == root.pgid && s == root.sid) {
+            continue;
+        }
+        match by_pid.get(&g) {
+            Some(l) if !l.zombie && l.pgid == g && l.sid == s => continue,
+            Some(_) => {
+                return Err(format!(
+                    "process group {g} of session {s}: its leader's pid now names a zombie or a task in another group"
+                ))
+            }
+            None => {}
+        }
+        if helpers.iter().any(|h| h.pid == g) {
+            return Err(format!("process group {g}: its id is also a session's"));
+        }
+        let first = live
+            .iter()
+            .find(|e| e.pgid == g && e.sid == s)
+            .expect("the group has a member");
+        // Forked inside the session: by the first member's parent, or the session's helper.
+        let parent = if parent_of(first)?.sid == s {
+            first.ppid
+        } else if helpers.iter().any(|h| h.pid == s) {
+            s
+        } else {
+            return Err(format!(
+                "process group {g}: no task of session {s} can create it"
+            ));
+        };
+        let ns_pid = if own_pidns { first.ns_pgid } else { g };
+        if ns_pid <= 0 {
+            return Err(format!(
+                "process group {g}: its id inside the pid namespace is missing"
+            ));
+        }
+        helpers.push(Helper {
+            pid: g,
+            ns_pid,
+            parent,
+            sid: s,
+            adopts: Vec::new(),
+        });
+    }
+    Ok(helpers)
+}
+
+/// Adds the helpers to the planned tasks: each forked by its parent where the first task it
+/// adopts was (or after its parent's children), the adopted tasks forked by it.
+fn add_helpers(
+    tasks: &mut Vec<Task>,
+    index: &HashMap<i32, usize>,
+    helpers: &[Helper],
+    own_pidns: bool,
+) {
+    let mut at: HashMap<i32, usize> = index.clone();
+    for h in helpers {
+        let i = tasks.len();
+        at.insert(h.pid, i);
+        let parent = at[&h.parent];
+        let adopted: Vec<usize> = h.adopts.iter().map(|p| at[p]).collect();
+        let kids = &mut tasks[parent].children;
+        let pos = kids
+            .iter()
+            .position(|c| adopted.contains(c))
+            .unwrap_or(kids.len());
+        kids.retain(|c| !adopted.contains(c));
+        kids.insert(pos.min(kids.len()), i);
+        tasks.push(Task {
+            entry: PstreeEntry {
+                pid: h.pid,
+                ppid: h.parent,
+                pgid: h.pid,
+                sid: h.sid,
+                threads: vec![h.pid],
+                // No SIGCHLD for its parent: it is reaped with __WALL.
+                exit_signal: 0,
+                ns_pid: if own_pidns { h.ns_pid } else { 0 },
+                ..Default::default()
+            },
+            helper: true,
+            tids: if own_pidns {
+                vec![h.ns_pid, h.pid]
+            } else {
+                vec![h.pid]
+            },
+            ns_pid: h.ns_pid,
+            ns_pgid: h.ns_pid,
+            ns_threads: vec![h.ns_pid],
+            children: adopted,
+            cwd_fd: -1,
+            mm_fds: MmFds {
+                exe: -1,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+    }
 }
 
 /// Progress words: what each task has reached, and what crust allows it to do next.
@@ -497,6 +739,7 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     let e = &t.entry;
     sys::block_all_signals();
     if e.zombie {
+        let _ = child::set_name(&t.comm);
         sys::die_like(e.exit_status);
     }
     if i == 0 && ctl.ns_flags != 0 {
@@ -507,6 +750,10 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     child::reset_signals(signals::NSIG as i32);
     // Private memory shared with children since fork, mapped before they are forked.
     mm::inherit::prepare(&t.premap);
+    if e.subreaper {
+        // Already now: the members a session helper forks come back to it when it exits.
+        sys::become_subreaper();
+    }
     if e.sid == e.pid {
         // Becomes the leader of a new session before forking its members.
         let _ = child::session(e.sid == e.pid, e.pgid == e.pid, t.ns_pgid);
@@ -528,10 +775,24 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     }
     report(ctl, i);
     ctl.go.wait_at_least(i, STAGE_FILES);
+    // Groups are set: the helpers have done their part (they were told to exit first).
+    for &c in &t.children {
+        if tasks[c].helper && child::reap(tasks[c].ns_pid).is_err() {
+            child::exit(62);
+        }
+    }
+    if t.helper {
+        child::exit(0);
+    }
     if let Err(errno) = receive_fds(t, ctl) {
         child::exit(errno.clamp(1, 60));
     }
-    if child::chdir(&t.cwd).is_err() {
+    let cd = if t.cwd_fd >= 0 {
+        child::fchdir(t.cwd_fd)
+    } else {
+        child::chdir(&t.cwd)
+    };
+    if cd.is_err() {
         child::exit(61);
     }
     let _ = child::set_name(&t.comm);
@@ -584,6 +845,8 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let root = inv.root_pid;
     // Only the namespace kinds crust knows how to recreate.
     let ns_flags = inv.root_ns_flags & crate::ns::KINDS.iter().fold(0, |a, k| a | k.1);
+    // System V shared memory segments, created in the new IPC namespace after the fork (ipc).
+    let sysv_shm = crate::ipc::ShmRestore::load(&dir, ns_flags & libc::CLONE_NEWIPC as u64 != 0)?;
     crate::info!(
         "restoring {} tasks (root {root}) from {}",
         tasks.len(),
@@ -606,6 +869,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         ready_w: std::sync::atomic::AtomicI32::new(ready_w.as_raw_fd()),
     };
     let root_entry = &tasks[0].entry;
+    sys::trim_heap();
     let forked = sys::fork_with_pid(&tasks[0].tids, ns_flags, libc::SIGCHLD, || {
         task_main(&tasks, 0, &ctl)
     });
@@ -622,15 +886,32 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     }
     let _ = root_entry;
     let result = run_phases(&tasks, &live, &ctl, &ready_r).and_then(|()| {
+        if opts.shell_job {
+            shell_job_foreground(&tasks[0].entry);
+        }
+        // Before any task is taken over: their attachments need the segments.
+        sysv_shm.create(&dir, root)?;
         if fault::hit("restore-after-fork") {
             return Err(RestoreError::Fault("restore-after-fork"));
         }
-        take_over_all(&tasks, &live, &ctl, &ready_r)
+        // Groups are set: helpers exit (their parents reap them before taking their files).
+        let (helpers, real): (Vec<usize>, Vec<usize>) =
+            live.iter().partition(|&&i| tasks[i].helper);
+        for &i in &helpers {
+            ctl.go.set(i, STAGE_FILES);
+        }
+        take_over_all(&tasks, &real, &ctl, &ready_r)
     });
     match result {
         Ok(()) => {
-            let pids = tasks.iter().map(|t| t.entry.pid).collect();
+            let pids = tasks
+                .iter()
+                .filter(|t| !t.helper)
+                .map(|t| t.entry.pid)
+                .collect();
             crate::info!("tree of {root} restored and running");
+            // The tree runs: links made by `dump --link-remap` go.
+            files::link_remap::remove_links(&dir);
             Ok(Restored {
                 root_pid: root,
                 pids,
@@ -648,6 +929,39 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
             sys::reap_all();
             Err(e)
         }
+    }
+}
+
+/// `--shell-job`: the restored root is in crust's session (it inherits it) and, when it led
+/// its group, leads a group of its own there; if that group was the foreground one of its
+/// terminal, it becomes the foreground group of crust's terminal, so the job reads and writes
+/// it as before. A failure is only a warning: the job runs, in the background.
+fn shell_job_foreground(root: &PstreeEntry) {
+    use std::os::fd::AsFd;
+    if !root.foreground || root.pgid != root.pid {
+        return;
+    }
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let Some(tty) = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]
+        .into_iter()
+        .find(|fd| nix::unistd::isatty(fd).unwrap_or(false))
+    else {
+        return;
+    };
+    // tcsetpgrp from a background group would stop crust with SIGTTOU unless it is blocked.
+    use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    let blocked = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_ok();
+    if let Err(e) = nix::unistd::tcsetpgrp(tty, nix::unistd::Pid::from_raw(root.pid)) {
+        crate::warn!(
+            "pid {}: its group is not the foreground group of crust's terminal: {e}",
+            root.pid
+        );
+    }
+    if blocked {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     }
 }
 
@@ -836,9 +1150,10 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             || "unregister the restore child's rseq".into(),
         )?;
     }
-    // The trampoline: a `syscall` page and a data page.
+    // The trampoline: a `syscall` page (and the batch code), a data page, the call table and
+    // the arguments area of remote batches.
     let current = proc::maps(pid)?;
-    let tlen = 2 * PAGE_SIZE;
+    let tlen = 2 * PAGE_SIZE + 2 * BATCH_AREA;
     let tramp_at =
         mm::find_free(&img.mm, &current, (0, 0), tlen).ok_or_else(|| RestoreError::Layout {
             pid,
@@ -851,7 +1166,9 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         [
             tramp_at,
             tlen,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            // Executable as it is: one remote call less than an mprotect after writing the
+            // code; it is gone before the task runs again.
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
             (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE,
             u64::MAX,
             0,
@@ -859,22 +1176,15 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         || "mmap of the trampoline".into(),
     )?;
     t.write_mem(RemoteAddr(tramp), &[0x0f, 0x05])?;
-    rsys(
-        t,
-        pid,
-        libc::SYS_mprotect,
-        [
-            tramp,
-            PAGE_SIZE,
-            (libc::PROT_READ | libc::PROT_EXEC) as u64,
-            0,
-            0,
-            0,
-        ],
-        || "mprotect of the trampoline".into(),
-    )?;
+    t.write_mem(RemoteAddr(tramp + BATCH_CODE_AT), &parasite::BATCH_CODE)?;
     t.set_syscall_ip(RemoteAddr(tramp));
     let data = RemoteAddr(tramp + PAGE_SIZE);
+    let table = tramp + 2 * PAGE_SIZE;
+    let mut q = Queue::new(
+        RemoteAddr(tramp + BATCH_CODE_AT),
+        (RemoteAddr(table), BATCH_AREA),
+        (RemoteAddr(table + BATCH_AREA), BATCH_AREA),
+    );
 
     mm::restore(
         t,
@@ -887,6 +1197,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             premap: &task.premap,
         },
         (tramp, tramp + tlen),
+        &mut q,
     )?;
     if fault::hit("restore-after-mm") {
         return Err(RestoreError::Fault("restore-after-mm"));
@@ -894,8 +1205,8 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     set_mm_map(t, pid, &img.mm, task.mm_fds.exe, data)?;
 
     let task_core = img.cores[0].task.as_ref().expect("checked in load");
-    signals::restore_actions(t, pid, data, &img.sigacts)?;
-    rsys(
+    signals::restore_actions(t, pid, &mut q, &img.sigacts)?;
+    q.push(
         t,
         pid,
         libc::SYS_personality,
@@ -904,7 +1215,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     )?;
     // The root's parent is crust, not the one its death signal was meant for.
     if !is_root {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_prctl,
@@ -920,7 +1231,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         )?;
     }
     if task.entry.subreaper {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_prctl,
@@ -929,7 +1240,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         )?;
     }
     if task_core.thp_disable {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_prctl,
@@ -937,6 +1248,22 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             || "prctl(PR_SET_THP_DISABLE)".into(),
         )?;
     }
+    // Service descriptors (exe, mapped files) go away.
+    q.push(
+        t,
+        pid,
+        libc::SYS_close_range,
+        [task.svc_base as u64, u32::MAX as u64, 0, 0, 0, 0],
+        || "close of service descriptors".into(),
+    )?;
+    q.push(
+        t,
+        pid,
+        libc::SYS_umask,
+        [task_core.umask as u64, 0, 0, 0, 0, 0],
+        || "umask".into(),
+    )?;
+    q.flush(t, pid)?;
     signals::restore_pending(
         t,
         pid,
@@ -946,23 +1273,8 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         &task_core.pending_shared,
         true,
     )?;
-    // Service descriptors (exe, mapped files) go away.
-    rsys(
-        t,
-        pid,
-        libc::SYS_close_range,
-        [task.svc_base as u64, u32::MAX as u64, 0, 0, 0, 0],
-        || "close of service descriptors".into(),
-    )?;
     // POSIX locks belong to the task: taken now that it closes no more descriptors.
     files::locks::restore_posix(t, pid, data, &img.fdinfo)?;
-    rsys(
-        t,
-        pid,
-        libc::SYS_umask,
-        [task_core.umask as u64, 0, 0, 0, 0, 0],
-        || "umask".into(),
-    )?;
     restore_rlimits(t, pid, data, &img.rlimits)?;
 
     // The other threads, created by the leader with their saved tids.
@@ -976,19 +1288,37 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         let new = create_thread(&mut threads[0], pid, &set_tid, data)?;
         threads.push(new);
     }
+    let exited = task.entry.leader_exited;
     for (i, (th, core)) in threads.iter_mut().zip(&img.cores).enumerate() {
-        restore_thread(th, pid, (task.ns_pid, task.ns_threads[i]), core, data)?;
+        if i == 0 && exited {
+            continue;
+        }
+        restore_thread(
+            th,
+            pid,
+            (task.ns_pid, task.ns_threads[i]),
+            core,
+            data,
+            &mut q,
+        )?;
     }
     // Timers last, so that CPU-time timers do not count crust's work.
     crate::timers::restore(&mut threads[0], pid, data, &task_core.itimers)?;
     if !task_core.dumpable {
-        rsys(
+        q.push(
             &mut threads[0],
             pid,
             libc::SYS_prctl,
             [libc::PR_SET_DUMPABLE as u64, 0, 0, 0, 0, 0],
             || "prctl(PR_SET_DUMPABLE)".into(),
         )?;
+        q.flush(&mut threads[0], pid)?;
+    }
+    let mut cores = &img.cores[..];
+    if exited {
+        let mask = cores[0].thread.as_ref().map_or(0, |t| t.sigmask);
+        leader_exit(threads.remove(0), pid, tramp, mask)?;
+        cores = &cores[1..];
     }
     // Last remote syscall: the trampoline unmaps itself. The single-step trap after it is
     // where the final registers go in.
@@ -996,7 +1326,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     rsys(t, pid, libc::SYS_munmap, [tramp, tlen, 0, 0, 0, 0], || {
         "munmap of the trampoline".into()
     })?;
-    for (th, core) in threads.iter_mut().zip(&img.cores) {
+    for (th, core) in threads.iter_mut().zip(cores) {
         let thread = core.thread.as_ref().expect("checked in load");
         th.forget_mem();
         let saved = regs::from_image(thread.regs.as_ref().expect("checked in load"));
@@ -1005,6 +1335,51 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     }
     Ok(())
 }
+
+/// Ends the leader of a process whose leader had exited at dump, now that its threads exist:
+/// it runs `exit(0)` (that thread only, not `exit_group`) from the trampoline's `syscall` and
+/// stays a zombie thread as long as the others run, as it was. Its tid address and robust list
+/// are cleared first, so its exit writes nothing into the restored memory.
+fn leader_exit(mut leader: Tracee, pid: i32, tramp: u64, sigmask: u64) -> Result<(), RestoreError> {
+    rsys(&mut leader, pid, libc::SYS_set_tid_address, [0; 6], || {
+        "set_tid_address of the exiting leader".into()
+    })?;
+    rsys(
+        &mut leader,
+        pid,
+        libc::SYS_set_robust_list,
+        [0, ROBUST_LIST_HEAD_LEN, 0, 0, 0, 0],
+        || "set_robust_list of the exiting leader".into(),
+    )?;
+    let mut regs = leader.get_regs()?;
+    regs.rip = tramp;
+    regs.rax = libc::SYS_exit as u64;
+    regs.rdi = 0;
+    regs.orig_rax = u64::MAX;
+    leader.set_regs(&regs)?;
+    // It exits with the mask it had (a zombie thread still shows it); it runs nothing but
+    // that syscall, unless a signal it left unblocked is pending for the whole process.
+    leader.set_final_regs(regs);
+    leader.set_final_sigmask(sigmask);
+    leader.release()?;
+    // The trampoline must stay until the leader has left it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match crate::dump::thread_state(pid, pid) {
+            Some('Z') => return Ok(()),
+            _ if std::time::Instant::now() > deadline => {
+                return Err(RestoreError::Died {
+                    pid,
+                    status: "the leader did not exit as it had at dump".into(),
+                })
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+}
+
+/// `sizeof(struct robust_list_head)`, the only length `set_robust_list` accepts.
+const ROBUST_LIST_HEAD_LEN: u64 = 24;
 
 /// `clone3({CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
 /// CLONE_SYSVSEM, set_tid = [tid]})` run by the leader.
@@ -1052,6 +1427,7 @@ fn restore_thread(
     (ns_pid, ns_tid): (i32, i32),
     core: &CoreEntry,
     data: RemoteAddr,
+    q: &mut Queue,
 ) -> Result<(), RestoreError> {
     let th = core.thread.as_ref().expect("checked in load");
     let tid = th.tid;
@@ -1061,23 +1437,19 @@ fn restore_thread(
         let flags = ss.ss_flags & (libc::SS_DISABLE | (1 << 31));
         raw[8..12].copy_from_slice(&flags.to_ne_bytes());
         raw[16..24].copy_from_slice(&ss.ss_size.to_ne_bytes());
-        t.write_mem(data, &raw)?;
-        rsys(
-            t,
-            pid,
-            libc::SYS_sigaltstack,
-            [data.0, 0, 0, 0, 0, 0],
-            || format!("sigaltstack of thread {tid}"),
-        )?;
+        let at = q.arg(t, pid, &raw)?;
+        q.push(t, pid, libc::SYS_sigaltstack, [at, 0, 0, 0, 0, 0], || {
+            format!("sigaltstack of thread {tid}")
+        })?;
     }
-    rsys(
+    q.push(
         t,
         pid,
         libc::SYS_set_tid_address,
         [th.clear_child_tid, 0, 0, 0, 0, 0],
         || format!("set_tid_address of thread {tid}"),
     )?;
-    rsys(
+    q.push(
         t,
         pid,
         libc::SYS_set_robust_list,
@@ -1087,14 +1459,15 @@ fn restore_thread(
     let mut name = th.comm.as_bytes().to_vec();
     name.truncate(15);
     name.push(0);
-    t.write_mem(data, &name)?;
-    rsys(
+    let at = q.arg(t, pid, &name)?;
+    q.push(
         t,
         pid,
         libc::SYS_prctl,
-        [libc::PR_SET_NAME as u64, data.0, 0, 0, 0, 0],
+        [libc::PR_SET_NAME as u64, at, 0, 0, 0, 0],
         || format!("name of thread {tid}"),
     )?;
+    q.flush(t, pid)?;
     signals::restore_pending(t, pid, ns_pid, ns_tid, data, &th.pending, false)?;
     for (on, op, arg) in [
         (th.keepcaps, libc::PR_SET_KEEPCAPS, 1),
@@ -1107,7 +1480,7 @@ fn restore_thread(
         (th.no_new_privs, libc::PR_SET_NO_NEW_PRIVS, 1),
     ] {
         if on {
-            rsys(
+            q.push(
                 t,
                 pid,
                 libc::SYS_prctl,
@@ -1117,7 +1490,7 @@ fn restore_thread(
         }
     }
     if let Some(r) = &th.rseq {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_rseq,
@@ -1132,6 +1505,7 @@ fn restore_thread(
             || format!("rseq registration of thread {tid}"),
         )?;
     }
+    q.flush(t, pid)?;
     let sched = sys::Sched {
         policy: th.sched_policy,
         priority: th.sched_priority,
@@ -1277,5 +1651,143 @@ pub fn wait_for(pid: i32) -> std::io::Result<i32> {
             WaitStatus::Signaled(s) => 128 + s,
             WaitStatus::Stopped { .. } => continue,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: i32, ppid: i32, pgid: i32, sid: i32) -> PstreeEntry {
+        PstreeEntry {
+            pid,
+            ppid,
+            pgid,
+            sid,
+            threads: vec![pid],
+            ..Default::default()
+        }
+    }
+
+    fn subreaper(mut e: PstreeEntry) -> PstreeEntry {
+        e.subreaper = true;
+        e
+    }
+
+    #[test]
+    fn living_leaders_need_no_helper() {
+        let tree = [
+            task(10, 0, 10, 10),
+            task(11, 10, 11, 10),
+            task(12, 11, 11, 10),
+            task(13, 10, 13, 13),
+            task(14, 13, 10, 10),
+        ];
+        // 14, in the root's session under a parent of session 13, cannot be forked there.
+        let e = plan_helpers(&tree, false).unwrap_err();
+        assert!(e.contains("pid 14: in session 10"), "{e}");
+        let mut t = tree.to_vec();
+        t[4] = task(14, 10, 11, 10);
+        assert_eq!(plan_helpers(&t, false), Ok(vec![]));
+    }
+
+    #[test]
+    fn session_whose_leader_exited_gets_a_helper_adopting_its_members() {
+        // 20 made session 20 and exited; 21 and 22 came to the subreaper root, 23 is 21's.
+        let tree = [
+            subreaper(task(10, 0, 10, 10)),
+            task(21, 10, 20, 20),
+            task(22, 10, 20, 20),
+            task(23, 21, 20, 20),
+            task(24, 10, 10, 10),
+        ];
+        let h = plan_helpers(&tree, false).unwrap();
+        assert_eq!(
+            h,
+            vec![Helper {
+                pid: 20,
+                ns_pid: 20,
+                parent: 10,
+                sid: 20,
+                adopts: vec![21, 22],
+            }]
+        );
+    }
+
+    #[test]
+    fn orphaned_group_in_a_dead_session_gets_both_helpers() {
+        let mut b = task(31, 10, 30, 29);
+        b.ns_sid = 5;
+        b.ns_pgid = 6;
+        b.ns_pid = 7;
+        let mut root = subreaper(task(10, 0, 10, 10));
+        root.ns_pid = 1;
+        let h = plan_helpers(&[root, b], true).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!((h[0].pid, h[0].ns_pid, h[0].parent), (29, 5, 10));
+        assert_eq!(h[0].adopts, vec![31]);
+        // The group is made inside the session, by its helper.
+        assert_eq!(
+            (h[1].pid, h[1].ns_pid, h[1].parent, h[1].sid),
+            (30, 6, 29, 29)
+        );
+        assert!(h[1].adopts.is_empty());
+    }
+
+    #[test]
+    fn group_whose_leader_exited_is_made_by_a_members_parent() {
+        let tree = [
+            subreaper(task(10, 0, 10, 10)),
+            task(41, 10, 40, 10),
+            task(42, 41, 40, 10),
+        ];
+        let h = plan_helpers(&tree, false).unwrap();
+        assert_eq!(
+            h,
+            vec![Helper {
+                pid: 40,
+                ns_pid: 40,
+                parent: 10,
+                sid: 10,
+                adopts: vec![],
+            }]
+        );
+    }
+
+    #[test]
+    fn arrangements_fork_cannot_rebuild_are_refused() {
+        // Members of a dead session under a parent that is no subreaper.
+        let e = plan_helpers(&[task(10, 0, 10, 10), task(21, 10, 20, 20)], false).unwrap_err();
+        assert!(e.contains("neither a subreaper"), "{e}");
+        // Members of a dead session under two different parents.
+        let tree = [
+            subreaper(task(10, 0, 10, 10)),
+            subreaper(task(11, 10, 11, 10)),
+            task(21, 10, 20, 20),
+            task(22, 11, 20, 20),
+        ];
+        let e = plan_helpers(&tree, false).unwrap_err();
+        assert!(e.contains("different parents"), "{e}");
+        // The dead leader's pid taken by a task of another session.
+        let tree = [
+            subreaper(task(10, 0, 10, 10)),
+            task(20, 10, 10, 10),
+            task(21, 10, 20, 20),
+        ];
+        let e = plan_helpers(&tree, false).unwrap_err();
+        assert!(e.contains("another session"), "{e}");
+        // A live session entered from outside it.
+        let tree = [
+            task(10, 0, 10, 10),
+            task(20, 10, 20, 20),
+            task(21, 10, 20, 20),
+        ];
+        let e = plan_helpers(&tree, false).unwrap_err();
+        assert!(e.contains("whose leader lives"), "{e}");
+        // Inside a pid namespace, the id there is needed.
+        let mut root = task(10, 0, 10, 10);
+        root.ns_pid = 1;
+        let e = plan_helpers(&[root, task(21, 10, 20, 20)], true).unwrap_err();
+        assert!(e.contains("inside the pid namespace"), "{e}");
     }
 }

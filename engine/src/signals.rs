@@ -10,6 +10,7 @@ use images::pb::{SigInfo, SigactionEntry};
 use parasite::{RemoteAddr, Tracee};
 
 use crate::error::{DumpError, RestoreError};
+use crate::remote::{Batch, Queue, Ran};
 
 /// Highest signal number on Linux.
 pub(crate) const NSIG: u32 = 64;
@@ -18,41 +19,48 @@ fn catchable(sig: u32) -> bool {
     sig != libc::SIGKILL as u32 && sig != libc::SIGSTOP as u32
 }
 
-/// Dispositions of every catchable signal that is not SIG_DFL with no flags.
+/// Dispositions of every catchable signal that is not SIG_DFL with no flags: the calls that
+/// read them, added to `batch`; [`actions_of`] takes the answers.
 ///
 /// Only signals that are caught or ignored (`SigCgt`/`SigIgn` of /proc/PID/status) and SIGCHLD
-/// (whose SA_NOCLDWAIT/SA_NOCLDSTOP matter even at SIG_DFL) are asked for, one remote syscall
-/// each; flags set on a default disposition of another signal change nothing the task can
-/// observe but `sigaction()`'s report, and are not kept.
-pub(crate) fn dump_actions(
-    t: &mut Tracee,
-    pid: i32,
-    scratch: RemoteAddr,
-    status: &str,
-) -> Result<Vec<SigactionEntry>, DumpError> {
+/// (whose SA_NOCLDWAIT/SA_NOCLDSTOP matter even at SIG_DFL) are asked for; flags set on a
+/// default disposition of another signal change nothing the task can observe but
+/// `sigaction()`'s report, and are not kept.
+pub(crate) fn ask_actions(batch: &mut Batch, status: &str) -> Vec<(u32, usize, u64)> {
     let set = |key| {
         crate::proc::status_field(status, key)
             .and_then(|v| u64::from_str_radix(v, 16).ok())
             .unwrap_or(u64::MAX)
     };
     let interesting = set("SigCgt") | set("SigIgn") | 1 << (libc::SIGCHLD - 1);
+    (1..=NSIG)
+        .filter(|&s| catchable(s) && interesting & (1 << (s - 1)) != 0)
+        .map(|sig| {
+            let out = batch.out(32);
+            let i = batch.push(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [sig as u64, 0, out, 8, 0, 0],
+            );
+            (sig, i, out)
+        })
+        .collect()
+}
+
+/// The dispositions [`ask_actions`] asked for.
+pub(crate) fn actions_of(
+    ran: &Ran,
+    asked: &[(u32, usize, u64)],
+) -> Result<Vec<SigactionEntry>, DumpError> {
     let mut out = Vec::new();
-    for sig in (1..=NSIG).filter(|&s| catchable(s) && interesting & (1 << (s - 1)) != 0) {
-        t.syscall_ok(libc::SYS_rt_sigaction, [sig as u64, 0, scratch.0, 8, 0, 0])
-            .map_err(|source| DumpError::Remote {
-                pid,
-                what: "rt_sigaction",
-                source,
-            })?;
-        let mut raw = [0u8; 32];
-        t.read_mem(scratch, &mut raw)?;
-        let w = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    for &(sig, i, at) in asked {
+        ran.ok(i)?;
         let e = SigactionEntry {
             sig,
-            handler: w(0),
-            flags: w(1),
-            restorer: w(2),
-            mask: w(3),
+            handler: ran.word(at, 0),
+            flags: ran.word(at, 1),
+            restorer: ran.word(at, 2),
+            mask: ran.word(at, 3),
         };
         if e.handler != 0 || e.flags != 0 || e.mask != 0 {
             out.push(e);
@@ -61,10 +69,11 @@ pub(crate) fn dump_actions(
     Ok(out)
 }
 
+/// Queues the `rt_sigaction` calls that set `actions` again.
 pub(crate) fn restore_actions(
     t: &mut Tracee,
     pid: i32,
-    scratch: RemoteAddr,
+    q: &mut Queue,
     actions: &[SigactionEntry],
 ) -> Result<(), RestoreError> {
     for a in actions.iter().filter(|a| catchable(a.sig) && a.sig <= NSIG) {
@@ -72,13 +81,14 @@ pub(crate) fn restore_actions(
         for w in [a.handler, a.flags, a.restorer, a.mask] {
             raw.extend_from_slice(&w.to_ne_bytes());
         }
-        t.write_mem(scratch, &raw)?;
-        crate::mm::rsys(
+        let at = q.arg(t, pid, &raw)?;
+        let sig = a.sig;
+        q.push(
             t,
             pid,
             libc::SYS_rt_sigaction,
-            [a.sig as u64, scratch.0, 0, 8, 0, 0],
-            || format!("rt_sigaction({})", a.sig),
+            [sig as u64, at, 0, 8, 0, 0],
+            || format!("rt_sigaction({sig})"),
         )?;
     }
     Ok(())

@@ -7,31 +7,37 @@ use images::pb::ITimer;
 use parasite::{RemoteAddr, Tracee};
 
 use crate::error::{DumpError, RestoreError};
+use crate::remote::{Batch, Ran};
 
 fn to_us(sec: u64, usec: u64) -> u64 {
     sec.saturating_mul(1_000_000).saturating_add(usec)
 }
 
-pub(crate) fn dump(
-    t: &mut Tracee,
-    pid: i32,
-    scratch: RemoteAddr,
-) -> Result<Vec<ITimer>, DumpError> {
+/// Adds the `getitimer` calls of the three timers to `batch`; [`timers_of`] takes the answers.
+pub(crate) fn ask(batch: &mut Batch) -> Vec<(u32, usize, u64)> {
+    [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF]
+        .into_iter()
+        .map(|which| {
+            let out = batch.out(32);
+            let i = batch.push(
+                "getitimer",
+                libc::SYS_getitimer,
+                [which as u64, out, 0, 0, 0, 0],
+            );
+            (which as u32, i, out)
+        })
+        .collect()
+}
+
+/// The armed timers among those [`ask`] asked for.
+pub(crate) fn timers_of(ran: &Ran, asked: &[(u32, usize, u64)]) -> Result<Vec<ITimer>, DumpError> {
     let mut out = Vec::new();
-    for which in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF] {
-        t.syscall_ok(libc::SYS_getitimer, [which as u64, scratch.0, 0, 0, 0, 0])
-            .map_err(|source| DumpError::Remote {
-                pid,
-                what: "getitimer",
-                source,
-            })?;
-        let mut raw = [0u8; 32];
-        t.read_mem(scratch, &mut raw)?;
-        let w = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8"));
+    for &(which, i, at) in asked {
+        ran.ok(i)?;
         let timer = ITimer {
-            which: which as u32,
-            interval_us: to_us(w(0), w(1)),
-            value_us: to_us(w(2), w(3)),
+            which,
+            interval_us: to_us(ran.word(at, 0), ran.word(at, 1)),
+            value_us: to_us(ran.word(at, 2), ran.word(at, 3)),
         };
         if timer.interval_us != 0 || timer.value_us != 0 {
             out.push(timer);

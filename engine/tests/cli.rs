@@ -431,3 +431,150 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn shell_job_in_a_shells_session_joins_crusts_session_and_terminal() {
+    // A "shell" leads a session on one pseudo-terminal and runs `cat` as a job: its own
+    // group, in the shell's session, in the terminal's foreground. The job is dumped with
+    // --shell-job and restored by a crust that a second "shell" runs on a new terminal: the
+    // job must come back in that shell's session, leading its own group, with the new
+    // terminal as its controlling one and its group in the foreground, and echo what it reads.
+    let script = format!(
+        r#"
+import os, pty, subprocess, time, ctypes, fcntl
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+C = {CRUST:?}
+d = {dir:?}
+PROLOGUE = """
+import os, fcntl, termios, signal, time, subprocess, sys
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+"""
+SHELL = PROLOGUE + """
+job = os.fork()
+if job == 0:
+    os.setpgid(0, 0)
+    os.execvp("cat", ["cat"])
+os.setpgid(job, job)
+os.tcsetpgrp(0, job)
+os.waitpid(job, 0)
+while True:
+    time.sleep(100)
+"""
+RESTORER = PROLOGUE + f"""
+r = subprocess.run([{{C!r}}, "restore", "-D", {{d!r}}, "-d", "--shell-job"])
+os.write(int(sys.argv[1]), b"%d" % r.returncode)
+while True:
+    time.sleep(100)
+"""
+
+def ids(pid):
+    f = open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()
+    return dict(sid=int(f[3]), pgid=int(f[2]), tty=int(f[4]), tpgid=int(f[5]))
+
+def drain(m):
+    fcntl.fcntl(m, fcntl.F_SETFL, os.O_NONBLOCK)
+    out = b""
+    while True:
+        try:
+            b = os.read(m, 4096)
+        except (BlockingIOError, OSError):
+            return out
+        if not b:
+            return out
+        out += b
+
+m, s = pty.openpty()
+sh = subprocess.Popen(["python3", "-c", SHELL], stdin=s, stdout=s, stderr=s, start_new_session=True)
+job = None
+for _ in range(100):
+    kids = open(f"/proc/{{sh.pid}}/task/{{sh.pid}}/children").read().split()
+    try:
+        if kids and os.readlink(f"/proc/{{kids[0]}}/exe").endswith("cat") and ids(int(kids[0]))["tpgid"] == int(kids[0]):
+            job = int(kids[0])
+            break
+    except OSError:
+        pass
+    time.sleep(0.05)
+assert job, "the shell did not start its job"
+before = ids(job)
+assert before["sid"] == sh.pid and before["pgid"] == job, before
+r = subprocess.run([C, "dump", "-t", str(job), "-D", d, "--shell-job"], capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+for _ in range(100):
+    if open(f"/proc/{{sh.pid}}/task/{{sh.pid}}/children").read().split() == []:
+        break
+    time.sleep(0.05)
+
+m2, s2 = pty.openpty()
+rr, rw = os.pipe()
+sh2 = subprocess.Popen(["python3", "-c", RESTORER, str(rw)], stdin=s2, stdout=s2, stderr=s2, start_new_session=True, pass_fds=[rw])
+os.close(rw)
+code = os.read(rr, 10)
+assert code == b"0", (code, drain(m2))
+after = ids(job)
+tty2 = os.stat(os.ttyname(s2)).st_rdev
+want = dict(sid=sh2.pid, pgid=job, tty=tty2, tpgid=job)
+assert after == want, (after, want)
+assert os.readlink(f"/proc/{{job}}/fd/0") == os.ttyname(s2)
+drain(m2)
+os.write(m2, b"crust\n")
+time.sleep(0.3)
+out = drain(m2)
+for p in (job, sh.pid, sh2.pid):
+    os.kill(p, 9)
+assert out.count(b"crust") == 2, out
+print("ok")
+"#,
+        dir = tmpdir().keep().join("img").to_str().unwrap()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sysv_shm_of_the_host_ipc_namespace_is_refused_naming_pid_address_and_shmid() {
+    // IPC_PRIVATE, IPC_CREAT | 0600; removed at once (IPC_RMID), so it goes with the victim.
+    let mut v = victim(
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+         libc.shmat.restype = ctypes.c_void_p\n\
+         shmid = libc.shmget(0, 8192, 0o1600)\naddr = libc.shmat(shmid, None, 0)\n\
+         libc.shmctl(shmid, 0, None)",
+    );
+    use std::io::Write;
+    let mut ask = |what: &str| {
+        v.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(format!("{what}\n").as_bytes())
+            .unwrap();
+        read_line(v.stdout.as_mut().unwrap())
+    };
+    let shmid = ask("shmid");
+    let addr = ask("hex(addr)");
+    assert!(shmid.parse::<i32>().is_ok_and(|id| id >= 0), "{shmid}");
+    let d = tmpdir();
+    let pid = v.id().to_string();
+    let (ok, msg) = crust(
+        &["dump", "-t", &pid, "-D", d.path().to_str().unwrap()],
+        None,
+    );
+    assert!(!ok);
+    one_line(&msg);
+    let want = format!(
+        "pid {pid}: System V shared memory shmid {shmid} attached at {addr} belongs to an IPC namespace outside the tree"
+    );
+    assert!(msg.contains(&want), "{msg}\nwanted: {want}");
+    assert_untouched(&mut v);
+    assert!(files_in(d.path()).is_empty(), "{:?}", files_in(d.path()));
+    kill(&mut v);
+}

@@ -1,12 +1,15 @@
 //! The `crust` command line on files leading outside the tree and on file validation:
 //! pipes shared with a process outside the dumped tree (`--external`, `--inherit-fd`), files
-//! changed between dump and restore (`--skip-file-validation`), and the ghost limit.
+//! changed between dump and restore (`--skip-file-validation`), the ghost limit, files linked
+//! back with `--link-remap` (and the links cleaned up), `--file-locks` at restore, and leases
+//! being broken.
 
 // Victims are killed by crust and reaped with waitpid, which clippy cannot see.
 #![allow(clippy::zombie_processes)]
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command, Stdio};
 
 const CRUST: &str = env!("CARGO_BIN_EXE_crust");
@@ -287,4 +290,242 @@ fn ghost_limit_is_enforced_and_can_be_raised() {
     assert!(back.len() == 3 << 20 && back.iter().all(|&b| b == b'g'));
     assert!(!file.exists());
     kill(pid);
+}
+
+fn remaps_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("link_remap."))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn link_remap_dumps_an_over_limit_tmpfile_and_cleans_up() {
+    subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let work = d.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let img = d.path().join("img");
+    let mut v = quiet_victim(
+        &format!(
+            "f = os.open({:?}, os.O_TMPFILE | os.O_RDWR, 0o600); os.write(f, b'r' * (2 << 20))",
+            work.to_str().unwrap()
+        ),
+        &d.path().join("ready"),
+    );
+    let pid = v.id();
+    let pid_s = pid.to_string();
+    let dump = |extra: &[&str], fault: Option<&str>| {
+        let mut c = Command::new(CRUST);
+        c.args(["dump", "-t", &pid_s, "-D", img.to_str().unwrap()])
+            .args(extra);
+        if let Some(f) = fault {
+            c.env("CRUST_FAULT", f);
+        }
+        run(&mut c)
+    };
+    // Over the ghost limit, and not linked back without the option.
+    let (ok, msg) = dump(&[], None);
+    assert!(!ok && msg.contains("over the ghost limit"), "{msg}");
+    assert!(remaps_in(&work).is_empty());
+    let (ok, msg) = dump(&["--link-remap"], None);
+    assert!(ok, "{msg}");
+    v.wait().unwrap();
+    assert_eq!(remaps_in(&work), vec!["link_remap.1".to_string()]);
+    // The images hold the file's name, not its contents.
+    let data_len = std::fs::metadata(img.join("files-data.img"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(data_len < 1 << 20, "files-data.img: {data_len} bytes");
+    // A failed restore leaves the link; a successful one removes it.
+    let (ok, msg) = run(Command::new(CRUST)
+        .args(["restore", "-D", img.to_str().unwrap(), "-d"])
+        .env("CRUST_FAULT", "restore-after-fork"));
+    assert!(!ok, "{msg}");
+    assert_eq!(remaps_in(&work), vec!["link_remap.1".to_string()]);
+    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img.to_str().unwrap(), "-d"]));
+    assert!(ok, "{msg}");
+    assert!(remaps_in(&work).is_empty(), "{:?}", remaps_in(&work));
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap();
+    let link = link.to_string_lossy();
+    assert!(
+        link.starts_with(&format!("{}/#", work.display())) && link.ends_with(" (deleted)"),
+        "{link}"
+    );
+    let back = std::fs::read(format!("/proc/{pid}/fd/3")).unwrap();
+    assert!(back.len() == 2 << 20 && back.iter().all(|&b| b == b'r'));
+    let nlink = std::fs::metadata(format!("/proc/{pid}/fd/3")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&nlink), 0);
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
+    kill(pid);
+}
+
+/// Whether another open file description can take an exclusive flock on `path` now.
+fn flock_free(path: &std::path::Path) -> bool {
+    let f = std::fs::File::open(path).unwrap();
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(_) => true,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => false,
+        Err((_, e)) => panic!("flock: {e}"),
+    }
+}
+
+#[test]
+fn locks_are_taken_again_only_with_file_locks_at_restore() {
+    subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("locked");
+    std::fs::write(&file, b"x").unwrap();
+    let img = d.path().join("img");
+    let mut v = quiet_victim(
+        &format!(
+            "import fcntl\nf = open({:?}, 'rb'); fcntl.flock(f, fcntl.LOCK_EX)",
+            file.to_str().unwrap()
+        ),
+        &d.path().join("ready"),
+    );
+    let pid = v.id();
+    assert!(!flock_free(&file));
+    let (ok, msg) = run(Command::new(CRUST).args([
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "--file-locks",
+    ]));
+    assert!(ok, "{msg}");
+    v.wait().unwrap();
+    assert!(flock_free(&file));
+    // Like CRIU: without --file-locks the restore leaves the locks out.
+    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img.to_str().unwrap(), "-d"]));
+    assert!(ok, "{msg}");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert!(flock_free(&file), "the lock was taken without --file-locks");
+    kill(pid);
+    let (ok, msg) = run(Command::new(CRUST).args([
+        "restore",
+        "-D",
+        img.to_str().unwrap(),
+        "-d",
+        "--file-locks",
+    ]));
+    assert!(ok, "{msg}");
+    assert!(
+        !flock_free(&file),
+        "the lock is not held after restore --file-locks"
+    );
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
+    assert!(info.contains("FLOCK") && info.contains("WRITE"), "{info}");
+    kill(pid);
+}
+
+#[test]
+fn failed_dump_removes_its_remap_links() {
+    subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    std::fs::write(&a, b"still linked as b").unwrap();
+    std::fs::hard_link(&a, &b).unwrap();
+    let img = d.path().join("img");
+    let mut v = quiet_victim(
+        &format!(
+            "f = open({:?}, 'rb'); os.unlink({:?})",
+            a.to_str().unwrap(),
+            a.to_str().unwrap()
+        ),
+        &d.path().join("ready"),
+    );
+    let pid = v.id();
+    let pid_s = pid.to_string();
+    let dump = |fault: Option<&str>| {
+        let mut c = Command::new(CRUST);
+        c.args([
+            "dump",
+            "-t",
+            &pid_s,
+            "-D",
+            img.to_str().unwrap(),
+            "--link-remap",
+        ]);
+        if let Some(f) = fault {
+            c.env("CRUST_FAULT", f);
+        }
+        run(&mut c)
+    };
+    for fault in ["dump-after-pages", "dump-before-inventory"] {
+        let (ok, msg) = dump(Some(fault));
+        assert!(!ok, "{fault}: {msg}");
+        assert!(
+            remaps_in(d.path()).is_empty(),
+            "{fault}: {:?}",
+            remaps_in(d.path())
+        );
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!a.exists());
+    }
+    let (ok, msg) = dump(None);
+    assert!(ok, "{msg}");
+    v.wait().unwrap();
+    assert_eq!(remaps_in(d.path()), vec!["link_remap.1".to_string()]);
+    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img.to_str().unwrap(), "-d"]));
+    assert!(ok, "{msg}");
+    assert!(remaps_in(d.path()).is_empty(), "{:?}", remaps_in(d.path()));
+    assert!(!a.exists());
+    let fd = std::fs::metadata(format!("/proc/{pid}/fd/3")).unwrap();
+    let kept = std::fs::metadata(&b).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((fd.dev(), fd.ino()), (kept.dev(), kept.ino()));
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/fd/3")).unwrap(),
+        std::path::PathBuf::from(format!("{} (deleted)", a.display()))
+    );
+    kill(pid);
+}
+
+#[test]
+fn a_lease_being_broken_is_refused() {
+    subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("leased");
+    std::fs::write(&file, b"x").unwrap();
+    let img = d.path().join("img");
+    // F_SETLEASE is 1024, F_WRLCK 1; SIGIO, the break notice, is ignored.
+    let mut v = quiet_victim(
+        &format!(
+            "import fcntl, signal\nsignal.signal(signal.SIGIO, signal.SIG_IGN)\n\
+             f = os.open({:?}, os.O_RDWR); fcntl.fcntl(f, 1024, 1)",
+            file.to_str().unwrap()
+        ),
+        &d.path().join("ready"),
+    );
+    let pid = v.id();
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
+    assert!(info.contains("LEASE  ACTIVE    WRITE"), "{info}");
+    // A reader that does not wait starts the break and is refused for now.
+    let e = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&file)
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EWOULDBLOCK));
+    let (ok, msg) = run(Command::new(CRUST).args([
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+        "--file-locks",
+    ]));
+    assert!(!ok);
+    assert!(
+        msg.contains(&format!("pid {pid} fd 3")) && msg.contains("lease being broken"),
+        "{msg}"
+    );
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let _ = v.kill();
+    let _ = v.wait();
 }

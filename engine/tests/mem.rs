@@ -308,3 +308,132 @@ fn check_reports_pre_dump_and_snapshots() {
         );
     }
 }
+
+/// Like [`DIRTY_VICTIM`], with its 64 MiB in `MAP_SHARED | MAP_ANONYMOUS` memory (a shmem
+/// object of the images).
+const DIRTY_SHMEM_VICTIM: &str = r#"
+import os, time, hashlib, mmap
+os.closerange(3, 1 << 16)
+buf = mmap.mmap(-1, 64 << 20, mmap.MAP_SHARED)
+buf[:] = os.urandom(64 << 20)
+h = lambda: hashlib.sha256(buf).hexdigest()
+open('ready.tmp', 'w').write(h()); os.rename('ready.tmp', 'ready')
+done = False
+while True:
+    if not done and os.path.exists('dirty'):
+        for i in range(0, 4 << 20, 4096):
+            buf[i] = (buf[i] + 1) % 256
+        done = True
+        open('dirtied.tmp', 'w').write(h()); os.rename('dirtied.tmp', 'dirtied')
+    if os.path.exists('check'):
+        os.remove('check')
+        open('hash.tmp', 'w').write(h()); os.rename('hash.tmp', 'hash')
+    time.sleep(0.01)
+"#;
+
+/// Pages of the shmem objects of `dir` stored there (not left in the parent).
+fn shmem_pages_stored(dir: &Path) -> (u64, u64) {
+    let images = ImageDir::open(dir).unwrap();
+    let (mut stored, mut all) = (0, 0);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some((ImageKind::ShmemPagemap, Some(id))) = ImageKind::from_file_name(&name) {
+            for p in images.read_shmem_pagemap(id).unwrap().1 {
+                all += p.nr_pages;
+                if p.flags == images::PE_PRESENT {
+                    stored += p.nr_pages;
+                }
+            }
+        }
+    }
+    (stored, all)
+}
+
+#[test]
+fn shared_memory_in_an_incremental_dump_stores_only_what_changed() {
+    subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let mut victim = spawn(work, "python3", &["-c", DIRTY_SHMEM_VICTIM]);
+    let pid = victim.id() as i32;
+    wait_for_file(&work.join("ready"));
+    let pre = work.join("pre");
+    let out = crust(&[
+        "pre-dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        pre.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (pre_stored, _) = shmem_pages_stored(&pre);
+    assert!(
+        pre_stored >= 16384,
+        "the pre-dump stored {pre_stored} shmem pages"
+    );
+
+    std::fs::write(work.join("dirty"), "").unwrap();
+    let dirtied = wait_for_file(&work.join("dirtied"));
+    let full = work.join("full");
+    let out = crust(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        full.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = work.join("dump");
+    let out = crust(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dump.to_str().unwrap(),
+        "--prev-images-dir",
+        "../pre",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    victim.wait().unwrap();
+    let (full_stored, _) = shmem_pages_stored(&full);
+    let (stored, all) = shmem_pages_stored(&dump);
+    assert!(
+        full_stored >= 16384,
+        "a full dump stored {full_stored} shmem pages"
+    );
+    assert!(
+        (1024..2048).contains(&stored),
+        "the incremental dump stored {stored} of {all} shmem pages, for 1024 written (a full one: {full_stored})"
+    );
+    assert!(
+        size(dump.join("pages-0.img")) < size(full.join("pages-0.img")) / 4,
+        "the incremental pages file is not smaller"
+    );
+
+    let out = crust(&["restore", "-D", dump.to_str().unwrap(), "-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(work.join("check"), "").unwrap();
+    let after = wait_for_file(&work.join("hash"));
+    kill_and_reap(pid);
+    assert_eq!(
+        after, dirtied,
+        "shared memory after restore is not what the task last wrote"
+    );
+}

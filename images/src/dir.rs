@@ -411,6 +411,7 @@ impl ImageDir {
                 ImageKind::Fs => reencode::<pb::FsEntry>(&path, kind, &bytes)?,
                 ImageKind::Sigacts => reencode::<pb::SigactionEntry>(&path, kind, &bytes)?,
                 ImageKind::Rlimits => reencode::<pb::RlimitEntry>(&path, kind, &bytes)?,
+                ImageKind::IpcShm => reencode::<pb::SysvShmEntry>(&path, kind, &bytes)?,
             };
             if again != bytes {
                 differ.push(path);

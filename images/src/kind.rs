@@ -35,6 +35,9 @@ pub enum ImageKind {
     /// [`crate::pb::PagemapEntry`] records whose `vaddr` is the byte offset
     /// in the object.
     ShmemPagemap,
+    /// `ipc-shm.img`: [`crate::pb::SysvShmEntry`] records, the System V shared
+    /// memory segments of the IPC namespace the tree owns.
+    IpcShm,
 }
 
 /// A magic number whose little-endian bytes spell `tag`, so a hex dump of a
@@ -45,7 +48,7 @@ const fn tag(tag: &[u8; 4]) -> u32 {
 
 impl ImageKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ImageKind; 12] = [
+    pub const ALL: [ImageKind; 13] = [
         ImageKind::Inventory,
         ImageKind::Pstree,
         ImageKind::Core,
@@ -58,6 +61,7 @@ impl ImageKind {
         ImageKind::Sigacts,
         ImageKind::Rlimits,
         ImageKind::ShmemPagemap,
+        ImageKind::IpcShm,
     ];
 
     /// The magic number opening every file of this kind.
@@ -75,6 +79,7 @@ impl ImageKind {
             ImageKind::Sigacts => tag(b"cSIG"),
             ImageKind::Rlimits => tag(b"cRLM"),
             ImageKind::ShmemPagemap => tag(b"cPGS"),
+            ImageKind::IpcShm => tag(b"cSHM"),
         }
     }
 
@@ -93,6 +98,7 @@ impl ImageKind {
             ImageKind::Sigacts => "sigacts",
             ImageKind::Rlimits => "rlimits",
             ImageKind::ShmemPagemap => "pagemap-shmem",
+            ImageKind::IpcShm => "ipc-shm",
         }
     }
 

@@ -119,6 +119,7 @@ fn decoder(kind: ImageKind) -> Decoder {
         ImageKind::Fs => |p, b| dec::<pb::FsEntry>(p, ImageKind::Fs, b),
         ImageKind::Sigacts => |p, b| dec::<pb::SigactionEntry>(p, ImageKind::Sigacts, b),
         ImageKind::Rlimits => |p, b| dec::<pb::RlimitEntry>(p, ImageKind::Rlimits, b),
+        ImageKind::IpcShm => |p, b| dec::<pb::SysvShmEntry>(p, ImageKind::IpcShm, b),
         ImageKind::ShmemPagemap => |p, b| {
             let (_, entries) = decode_pagemap_of(ImageKind::ShmemPagemap, p, b)?;
             check_entries(
@@ -155,6 +156,19 @@ fn valid_image(kind: ImageKind) -> Vec<u8> {
         ImageKind::Fs => encode_image(p, kind, &[common::fs()]),
         ImageKind::Sigacts => encode_image(p, kind, &common::sigacts()),
         ImageKind::Rlimits => encode_image(p, kind, &common::rlimits()),
+        ImageKind::IpcShm => encode_image(
+            p,
+            kind,
+            &[pb::SysvShmEntry {
+                key: 0x1234,
+                shmid: 32769,
+                mode: 0o640,
+                size: 3 * PAGE_SIZE,
+                locked: true,
+                object: 2,
+                ..Default::default()
+            }],
+        ),
     };
     r.unwrap()
 }

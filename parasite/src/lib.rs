@@ -127,6 +127,44 @@ pub struct Tracee {
     mem: Option<File>,
 }
 
+/// Bytes of one call in a syscall batch: nr, six arguments, result.
+const BATCH_ENTRY: usize = 64;
+
+/// The batch runner, run from its first byte with rbx = the call table, r12 = the number of
+/// calls. It stops on its int3 after the last call or after the first call that fails (a
+/// result in -4095..-1), like a sequence of calls checked one by one (x86-64):
+///
+/// ```text
+/// 0x00  test r12, r12       ; 4d 85 e4
+/// 0x03  jz   0x37           ; 74 32
+/// 0x05  mov  rax, [rbx]     ; 48 8b 03            nr
+/// 0x08  mov  rdi, [rbx+8]   ; 48 8b 7b 08         arguments 1..6
+/// 0x0c  mov  rsi, [rbx+16]  ; 48 8b 73 10
+/// 0x10  mov  rdx, [rbx+24]  ; 48 8b 53 18
+/// 0x14  mov  r10, [rbx+32]  ; 4c 8b 53 20
+/// 0x18  mov  r8,  [rbx+40]  ; 4c 8b 43 28
+/// 0x1c  mov  r9,  [rbx+48]  ; 4c 8b 4b 30
+/// 0x20  syscall             ; 0f 05
+/// 0x22  mov  [rbx+56], rax  ; 48 89 43 38         result
+/// 0x26  cmp  rax, -4095     ; 48 3d 01 f0 ff ff
+/// 0x2c  jae  0x37           ; 73 09               failed: stop here
+/// 0x2e  add  rbx, 64        ; 48 83 c3 40
+/// 0x32  dec  r12            ; 49 ff cc
+/// 0x35  jmp  0x00           ; eb c9
+/// 0x37  int3                ; cc
+/// ```
+pub const BATCH_CODE: [u8; 56] = [
+    0x4d, 0x85, 0xe4, 0x74, 0x32, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10,
+    0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
+    0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x73, 0x09, 0x48, 0x83,
+    0xc3, 0x40, 0x49, 0xff, 0xcc, 0xeb, 0xc9, 0xcc,
+];
+
+/// Bytes of call table [`Tracee::syscalls`] needs for `calls` calls.
+pub const fn batch_len(calls: usize) -> usize {
+    BATCH_ENTRY * calls
+}
+
 /// Signals crust blocks while it works on a thread: everything (SIGKILL/SIGSTOP cannot be).
 const ALL_SIGNALS: u64 = !0;
 
@@ -423,6 +461,80 @@ impl Tracee {
             });
         }
         Ok(after.rax as i64)
+    }
+
+    /// Runs `calls` inside the thread one after the other, with a single resume instead of
+    /// one single-step per call, and returns the raw results (a negative errno on failure) of
+    /// those that ran: all of them, or those up to and including the first that failed.
+    /// [`BATCH_CODE`] must be at `code` (mapped executable) and `table` must be memory of the
+    /// task mapped writable, [`batch_len`]`(calls.len())` bytes, that no call's arguments point
+    /// into.
+    pub fn syscalls(
+        &mut self,
+        code: RemoteAddr,
+        table: RemoteAddr,
+        calls: &[(i64, [u64; 6])],
+    ) -> Result<Vec<i64>> {
+        let tid = self.tid;
+        let mut buf = Vec::with_capacity(batch_len(calls.len()));
+        for (nr, args) in calls {
+            buf.extend_from_slice(&nr.to_ne_bytes());
+            for a in args {
+                buf.extend_from_slice(&a.to_ne_bytes());
+            }
+            buf.extend_from_slice(&(-(libc::ENOSYS as i64)).to_ne_bytes());
+        }
+        self.write_mem(table, &buf)?;
+        let mut regs = self.orig_regs;
+        regs.rip = code.0;
+        regs.rbx = table.0;
+        regs.r12 = calls.len() as u64;
+        regs.orig_rax = u64::MAX;
+        self.set_regs(&regs)?;
+        // Every signal but SIGKILL/SIGSTOP stays blocked (ALL_SIGNALS since the seize): the
+        // code runs to its int3 undisturbed.
+        sys::cont(tid, 0).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
+        let status = sys::wait(tid).map_err(ptrace_err(tid, "waitpid"))?;
+        match status {
+            WaitStatus::Stopped {
+                sig: libc::SIGTRAP,
+                event: 0,
+            } => {}
+            WaitStatus::Stopped { .. } => {
+                return Err(ParasiteError::UnexpectedStop {
+                    tid,
+                    op: "remote syscall batch",
+                    status,
+                })
+            }
+            _ => {
+                return Err(ParasiteError::Gone {
+                    tid,
+                    op: "remote syscall batch",
+                    status,
+                })
+            }
+        }
+        let end = code.0 + BATCH_CODE.len() as u64;
+        let after = self.get_regs()?;
+        if after.rip != end {
+            return Err(ParasiteError::StrayIp {
+                tid,
+                nr: calls.first().map_or(-1, |c| c.0),
+                rip: after.rip,
+                expected: end,
+            });
+        }
+        // rbx is left on the failed call, or past the last one.
+        let ran = (after.rbx.saturating_sub(table.0) as usize / BATCH_ENTRY
+            + usize::from(after.r12 != 0))
+        .min(calls.len());
+        let mut done = vec![0u8; ran * BATCH_ENTRY];
+        self.read_mem(table, &mut done)?;
+        Ok(done
+            .chunks_exact(BATCH_ENTRY)
+            .map(|e| i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect())
     }
 
     /// Runs `clone3(args, size)` inside the thread to create a new thread of its process, and

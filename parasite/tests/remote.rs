@@ -154,7 +154,90 @@ fn remote_syscall_cost() {
     }
     let per = start.elapsed() / n;
     eprintln!("remote syscall: {per:?} each");
+    let area = t
+        .syscall_ok(
+            libc::SYS_mmap,
+            [
+                0,
+                4096 + parasite::batch_len(64) as u64,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .unwrap();
+    let calls = vec![(libc::SYS_getpid, [0; 6]); 64];
+    t.write_mem(RemoteAddr(area), &parasite::BATCH_CODE)
+        .unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..n / 64 {
+        let r = t
+            .syscalls(RemoteAddr(area), RemoteAddr(area + 4096), &calls)
+            .unwrap();
+        assert!(r.iter().all(|&x| x == pid as i64));
+    }
+    let per = start.elapsed() / (n / 64 * 64);
+    eprintln!("batched remote syscall: {per:?} each");
     t.release().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn syscall_batch_runs_in_one_resume() {
+    let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+    let pid = child.id() as i32;
+    wait_sleeping(pid);
+    let mut t = Tracee::seize(Tid(pid)).unwrap();
+    let before = *t.orig_regs();
+    let area = t
+        .syscall_ok(
+            libc::SYS_mmap,
+            [
+                0,
+                8192,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .unwrap();
+    // Output of uname goes past the batch's own bytes.
+    let out = area + 4096;
+    let calls = [
+        (libc::SYS_getpid, [0; 6]),
+        (libc::SYS_close, [9999, 0, 0, 0, 0, 0]),
+        (libc::SYS_uname, [out, 0, 0, 0, 0, 0]),
+        (libc::SYS_getppid, [0; 6]),
+    ];
+    assert!(parasite::batch_len(calls.len()) <= 2048);
+    let (code, table) = (RemoteAddr(area), RemoteAddr(area + 2048));
+    t.write_mem(code, &parasite::BATCH_CODE).unwrap();
+    // The failing close stops the batch: nothing after it runs.
+    let r = t.syscalls(code, table, &calls).unwrap();
+    assert_eq!(r, [pid as i64, -(libc::EBADF as i64)]);
+    let r = t
+        .syscalls(code, table, &[calls[0], calls[2], calls[3]])
+        .unwrap();
+    assert_eq!(r, [pid as i64, 0, std::process::id() as i64]);
+    let mut sysname = [0u8; 5];
+    t.read_mem(RemoteAddr(out), &mut sysname).unwrap();
+    assert_eq!(&sysname, b"Linux");
+    // An empty batch runs nothing and still comes back.
+    assert!(t.syscalls(code, table, &[]).unwrap().is_empty());
+    // Single-step syscalls still work after a batch.
+    assert_eq!(t.syscall(libc::SYS_getpid, [0; 6]).unwrap(), pid as i64);
+    t.syscall_ok(libc::SYS_munmap, [area, 8192, 0, 0, 0, 0])
+        .unwrap();
+    assert_eq!(t.orig_regs().rip, before.rip);
+    t.release().unwrap();
+    // Back in its sleep, untraced, alive.
+    wait_sleeping(pid);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0"));
+    assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -328,8 +328,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 
 /// How the dump of one iteration went.
 enum Dumped {
-    /// The engine failed; the task should still be running.
-    Failed(Run),
+    /// The engine failed at this step (a pre-dump or the dump); the task should still be
+    /// running.
+    Failed(Run, Step),
     /// Dumped with --leave-running.
     LeftRunning,
     /// Dumped, the task was killed and reaped.
@@ -428,7 +429,12 @@ impl<'a> Trial<'a> {
             self.iteration = Some(it);
             let last = it == self.cfg.iters.max(1);
             match self.checkpoint(it, last, &mut prev)? {
-                Dumped::Failed(run) => {
+                Dumped::Failed(run, step) => {
+                    let what = if step == Step::PreDump {
+                        "pre-dump"
+                    } else {
+                        "dump"
+                    };
                     if crfail || self.cfg.driver.fault.is_some() {
                         let why = if crfail {
                             "expected (crfail)"
@@ -436,13 +442,15 @@ impl<'a> Trial<'a> {
                             "allowed under --fault"
                         };
                         self.notes.push(format!(
-                            "iteration {it}: dump failed ({}), {why}",
+                            "iteration {it}: {what} failed ({}), {why}",
                             run.status()
                         ));
                         self.check_unharmed(&before)?;
                         return self.verdict();
                     }
-                    return Err(Failure::new(Step::Dump, "the engine failed to dump").with_run(run));
+                    return Err(
+                        Failure::new(step, format!("the engine failed to {what}")).with_run(run)
+                    );
                 }
                 Dumped::LeftRunning => {
                     self.compare(&before, Step::Compare, &format!("after-dump-{it}"))?;
@@ -722,9 +730,7 @@ impl<'a> Trial<'a> {
             );
             let run = self.engine(Step::PreDump, "pre-dump", args, out, Some(log))?;
             if !run.success() {
-                return Err(
-                    Failure::new(Step::PreDump, "the engine failed to pre-dump").with_run(run)
-                );
+                return Ok(Dumped::Failed(run, Step::PreDump));
             }
             self.roundtrip(&dir, Step::PreDump)?;
             *prev = Some(dir);
@@ -781,7 +787,7 @@ impl<'a> Trial<'a> {
             self.finish_daemons(Step::Dump)?;
         }
         if !run.success() {
-            return Ok(Dumped::Failed(run));
+            return Ok(Dumped::Failed(run, Step::Dump));
         }
         *prev = self.cfg.snaps.then(|| dir.clone());
         if leave_running {

@@ -31,7 +31,8 @@ struct Common {
     /// it on crust's own terminal.
     #[arg(short = 'j', long = "shell-job")]
     shell_job: bool,
-    /// Dump (and accept at restore) file locks: flock, OFD and POSIX record locks.
+    /// Dump file locks (flock, OFD and POSIX record locks, leases); at restore, take them
+    /// again (without it they are left out, as CRIU does).
     #[arg(short = 'l', long = "file-locks")]
     file_locks: bool,
 }
@@ -66,6 +67,10 @@ enum Cmd {
         /// also holds; restore it with --inherit-fd).
         #[arg(long = "external", value_name = "KEY")]
         external: Vec<String>,
+        /// Link open files that lost their name back under a hidden name beside the old one
+        /// (link_remap.N, removed by the restore) instead of saving their contents.
+        #[arg(long = "link-remap")]
+        link_remap: bool,
         #[command(flatten)]
         mem: MemArgs,
         #[command(flatten)]
@@ -190,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             leave_running,
             ghost_limit,
             external,
+            link_remap,
             mem,
             common,
         } => {
@@ -204,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ghost_limit,
                 external,
                 file_locks: common.file_locks,
+                link_remap,
                 prev_images_dir: mem.prev_images_dir,
                 track_mem: mem.track_mem,
             };
@@ -241,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 shell_job: common.shell_job,
                 inherit_fds: inherit_fd,
                 skip_file_validation,
+                file_locks: common.file_locks,
             };
             let r =
                 engine::restore(&opts).map_err(|e| anyhow::anyhow!("restore: {}", one_line(&e)))?;

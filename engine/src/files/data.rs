@@ -80,7 +80,23 @@ impl DataWriter {
 
     /// Saves `len` bytes of the file `src` from offset 0.
     pub(crate) fn save_file(&mut self, src: RawFd, len: u64) -> std::io::Result<DataRange> {
-        let n = copy(src, 0, self.file.as_raw_fd(), self.off as i64, len)?;
+        self.save_range(src, 0, len)
+    }
+
+    /// Saves `len` bytes of the file `src` from offset `from`.
+    pub(crate) fn save_range(
+        &mut self,
+        src: RawFd,
+        from: u64,
+        len: u64,
+    ) -> std::io::Result<DataRange> {
+        let n = copy(
+            src,
+            from as i64,
+            self.file.as_raw_fd(),
+            self.off as i64,
+            len,
+        )?;
         if n != len {
             return Err(std::io::Error::other(format!(
                 "{n} bytes read of {len}: the file shrank while frozen"
@@ -177,12 +193,26 @@ impl DataReader {
         dst: RawFd,
         what: &str,
     ) -> Result<(), crate::error::RestoreError> {
+        self.copy_to_file_at(r, dst, 0, what)
+    }
+
+    /// Writes the range into the file `dst` at offset `at`, leaving the rest of it alone (so
+    /// that holes between ranges stay holes).
+    pub(crate) fn copy_to_file_at(
+        &mut self,
+        r: &DataRange,
+        dst: RawFd,
+        at: u64,
+        what: &str,
+    ) -> Result<(), crate::error::RestoreError> {
         let src = self.check(r)?;
         let err = |source| crate::error::RestoreError::File {
             path: what.to_string(),
             source,
         };
-        let n = copy(src, r.offset as i64, dst, 0, r.len).map_err(err)?;
+        let at =
+            i64::try_from(at).map_err(|_| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+        let n = copy(src, r.offset as i64, dst, at, r.len).map_err(err)?;
         if n != r.len {
             return Err(err(std::io::Error::other("short copy from files-data.img")));
         }

@@ -15,12 +15,12 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use images::pb::{GhostFile, RegFile};
+use images::pb::{GhostExtent, GhostFile, RegFile};
 
 use super::data::{DataReader, DataWriter};
 use super::Desc;
@@ -41,7 +41,9 @@ impl Ghosts {
         }
     }
 
-    /// The ghost of the unlinked file behind `d`, its contents saved the first time.
+    /// The ghost of the unlinked file behind `d`, its contents saved the first time: only
+    /// its data extents, so a sparse file stays sparse and only stored bytes count against
+    /// the limit.
     pub(crate) fn dump(
         &mut self,
         d: &Desc<'_>,
@@ -53,43 +55,93 @@ impl Ghosts {
         if let Some(g) = self.seen.get(&key) {
             return Ok(g.clone());
         }
-        let regular = md.is_file();
-        if regular && md.size() > self.limit {
-            return Err(DumpError::GhostTooBig {
-                pid: d.pid,
-                fd: d.fd,
-                path: path.to_string(),
-                size: md.size(),
-                limit: self.limit,
-            });
-        }
-        let contents = if regular && md.size() > 0 {
+        let mut g = self.describe(md, path);
+        if md.is_file() && md.size() > 0 {
             let src = sys::open(
                 &CString::new(d.link).expect("no NUL in a /proc path"),
                 libc::O_RDONLY | libc::O_CLOEXEC,
             )
             .map_err(|e| d.io("open the unlinked file", e))?;
-            Some(
-                data.save_file(src.as_raw_fd(), md.size())
-                    .map_err(|e| d.io("save the unlinked file", e))?,
-            )
-        } else {
-            None
-        };
-        let g = GhostFile {
+            let extents = data_extents(src.as_raw_fd(), md.size())
+                .map_err(|e| d.io("find the data of the unlinked file", e))?;
+            let stored: u64 = extents.iter().map(|e| e.1).sum();
+            if stored > self.limit {
+                return Err(DumpError::GhostTooBig {
+                    pid: d.pid,
+                    fd: d.fd,
+                    path: path.to_string(),
+                    size: stored,
+                    limit: self.limit,
+                });
+            }
+            for (offset, len) in extents {
+                let r = data
+                    .save_range(src.as_raw_fd(), offset, len)
+                    .map_err(|e| d.io("save the unlinked file", e))?;
+                g.extents.push(GhostExtent {
+                    offset,
+                    data: Some(r),
+                });
+            }
+        }
+        self.seen.insert(key, g.clone());
+        Ok(g)
+    }
+
+    /// The ghost of a removed directory a task works in (`md` is what `/proc/PID/cwd` leads
+    /// to): shared with the descriptors and working directories of the same directory.
+    pub(crate) fn dump_dir(&mut self, md: &std::fs::Metadata, path: &str) -> GhostFile {
+        let key = (md.dev(), md.ino());
+        if let Some(g) = self.seen.get(&key) {
+            return g.clone();
+        }
+        let g = self.describe(md, path);
+        self.seen.insert(key, g.clone());
+        g
+    }
+
+    /// Name, mode, owner, size and times of a new ghost, without contents.
+    fn describe(&self, md: &std::fs::Metadata, path: &str) -> GhostFile {
+        GhostFile {
             path: path.to_string(),
             mode: md.mode(),
             uid: md.uid(),
             gid: md.gid(),
-            size: if regular { md.size() } else { 0 },
+            size: if md.is_file() { md.size() } else { 0 },
             atime_ns: md.atime() * 1_000_000_000 + md.atime_nsec(),
             mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            data: contents,
+            data: None,
             id: self.seen.len() as u32 + 1,
-        };
-        self.seen.insert(key, g.clone());
-        Ok(g)
+            extents: Vec::new(),
+        }
     }
+}
+
+/// The data extents of the first `size` bytes of `fd` as (offset, length), found with
+/// `lseek(SEEK_DATA/SEEK_HOLE)`; a file system without them gives one extent, the whole file.
+pub(crate) fn data_extents(fd: RawFd, size: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let start = match fileops::lseek(fd, off as i64, libc::SEEK_DATA) {
+            Ok(s) => s as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(e) if off == 0 && matches!(e.raw_os_error(), Some(libc::EINVAL)) => {
+                return Ok(vec![(0, size)]);
+            }
+            Err(e) => return Err(e),
+        };
+        if start >= size {
+            break;
+        }
+        let end = (fileops::lseek(fd, start as i64, libc::SEEK_HOLE)? as u64).min(size);
+        if end <= start {
+            break;
+        }
+        out.push((start, end - start));
+        off = end;
+    }
+    Ok(out)
 }
 
 /// What was created to bring a name back for a while, undone by [`Placed::finish`] (or on
@@ -188,15 +240,19 @@ impl Drop for Placed {
     }
 }
 
-/// Creates the ghost shared by `descs`, opens each description, and unlinks it again.
+/// The descriptions opened by [`open`] (file id, descriptor), and the directory descriptor
+/// asked for with `cwd`.
+pub(crate) type OpenedGhost = (Vec<(u32, OwnedFd)>, Option<OwnedFd>);
+
+/// Creates the ghost `g`, opens each description of it in `descs` (and, with `cwd`, a
+/// directory descriptor for tasks to `fchdir` to), and unlinks it again.
 pub(crate) fn open(
+    g: &GhostFile,
     descs: &[(u32, &RegFile)],
+    cwd: bool,
     data: &mut DataReader,
     image: &Path,
-) -> Result<Vec<(u32, OwnedFd)>, RestoreError> {
-    let Some(g) = descs.first().and_then(|(_, r)| r.ghost.as_ref()) else {
-        return Ok(Vec::new());
-    };
+) -> Result<OpenedGhost, RestoreError> {
     let err = |what: &str, source| RestoreError::File {
         path: format!("{} (unlinked file: {what})", g.path),
         source,
@@ -208,7 +264,18 @@ pub(crate) fn open(
             what: format!("{}: unlinked file of mode {:o}", g.path, g.mode),
         });
     }
-    if g.data.as_ref().is_some_and(|r| r.len > g.size) {
+    if cwd && !dir {
+        return Err(RestoreError::BadImage {
+            image: image.to_owned(),
+            what: format!("{}: a working directory that is no directory", g.path),
+        });
+    }
+    let beyond = g.data.as_ref().is_some_and(|r| r.len > g.size)
+        || g.extents.iter().any(|e| {
+            let len = e.data.as_ref().map_or(0, |r| r.len);
+            e.offset.checked_add(len).is_none_or(|end| end > g.size)
+        });
+    if beyond {
         return Err(RestoreError::BadImage {
             image: image.to_owned(),
             what: format!("{}: more contents than its size", g.path),
@@ -237,6 +304,11 @@ pub(crate) fn open(
     if let Some(r) = &g.data {
         data.copy_to_file(r, helper.as_raw_fd(), &g.path)?;
     }
+    for e in &g.extents {
+        if let Some(r) = &e.data {
+            data.copy_to_file_at(r, helper.as_raw_fd(), e.offset, &g.path)?;
+        }
+    }
     if !dir {
         fileops::ftruncate(&helper, g.size).map_err(|e| err("ftruncate", e))?;
     }
@@ -251,5 +323,39 @@ pub(crate) fn open(
     }
     fileops::futimens(&helper, g.atime_ns, g.mtime_ns).map_err(|e| err("futimens", e))?;
     placed.finish().map_err(|e| err("unlink", e))?;
-    Ok(out)
+    Ok((out, cwd.then_some(helper)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn extents_of_a_sparse_file_skip_its_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(dir.path().join("sparse")).unwrap();
+        let mib = 1u64 << 20;
+        f.write_all_at(&[7u8; 4096], mib).unwrap();
+        f.write_all_at(&[9u8; 4096], 8 * mib).unwrap();
+        f.set_len(16 * mib).unwrap();
+        let ext = data_extents(f.as_raw_fd(), 16 * mib).unwrap();
+        let stored: u64 = ext.iter().map(|e| e.1).sum();
+        // File systems allocate in blocks of their own size: at most a few MiB, never the
+        // 16 MiB of the file.
+        assert!(stored >= 8192 && stored < 4 * mib, "{ext:?}");
+        assert!(
+            ext.iter().any(|&(o, l)| o <= mib && o + l >= mib + 4096),
+            "{ext:?}"
+        );
+        assert!(
+            ext.iter()
+                .any(|&(o, l)| o <= 8 * mib && o + l >= 8 * mib + 4096),
+            "{ext:?}"
+        );
+        // A file with no data at all has no extents.
+        let empty = std::fs::File::create(dir.path().join("hole")).unwrap();
+        empty.set_len(mib).unwrap();
+        assert_eq!(data_extents(empty.as_raw_fd(), mib).unwrap(), vec![]);
+    }
 }

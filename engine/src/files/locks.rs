@@ -6,12 +6,20 @@
 //! itself through a remote `fcntl` during take-over, after the last close of a descriptor it
 //! will not keep (closing any fd of a file drops the process's POSIX locks on it).
 //!
-//! Like CRIU, dumping a task that holds locks needs `--file-locks`: the locks are taken
-//! again at restore only if nobody else took the file meanwhile.
+//! Leases (`F_SETLEASE`, Linux 2.4) belong to the description too and show in its fdinfo as
+//! `LEASE` lines: the first task holding the description takes the lease again through a
+//! remote `fcntl` during take-over, so that it is recorded as the lease's holder and is the
+//! one signalled when the lease is broken. A lease being broken at dump (`BREAKING`, or an `UNLCK` target) is
+//! refused: the process that breaks it waits on the dumped task.
+//!
+//! Like CRIU, dumping a task that holds locks needs `--file-locks`, and so does taking them
+//! again at restore: without it (CRIU's `prepare_file_locks` returns early) the locks in the
+//! images are left out, with a warning. They are taken again only if nobody else took the
+//! file meanwhile.
 
 use std::os::fd::OwnedFd;
 
-use images::pb::{file_lock, FdinfoEntry, FileLock};
+use images::pb::{file_entry, file_lock, FdinfoEntry, FileEntry, FileLock};
 use parasite::{RemoteAddr, Tracee};
 
 use crate::error::RestoreError;
@@ -41,13 +49,30 @@ pub(crate) fn parse(text: &str) -> Result<Held, String> {
             "FLOCK" => file_lock::Kind::Flock,
             "OFDLCK" => file_lock::Kind::Ofd,
             "POSIX" => file_lock::Kind::Posix,
+            "LEASE" => file_lock::Kind::Lease,
             other => return Err(format!("holds a {other} lock, which crust cannot restore")),
         };
+        let breaking = kind == file_lock::Kind::Lease && (w[2] != "ACTIVE" || w[3] == "UNLCK");
+        if breaking {
+            return Err(format!(
+                "holds a lease being broken ({} {}): dump it once the lease is settled",
+                w[2], w[3]
+            ));
+        }
         let write = match w[3] {
             "WRITE" => true,
             "READ" => false,
             _ => return Err(bad()),
         };
+        if kind == file_lock::Kind::Lease {
+            held.desc.push(FileLock {
+                kind: kind as i32,
+                write,
+                start: 0,
+                len: 0,
+            });
+            continue;
+        }
         let start: u64 = w[6].parse().map_err(|_| bad())?;
         let len = if w[7] == "EOF" {
             0
@@ -70,7 +95,8 @@ pub(crate) fn parse(text: &str) -> Result<Held, String> {
     Ok(held)
 }
 
-/// Takes the flock and OFD locks of a description on `fd`, crust's copy of it.
+/// Takes the flock and OFD locks of a description on `fd`, crust's copy of it (not its
+/// lease: see [`plan`]).
 pub(crate) fn restore_on_description(
     fd: &OwnedFd,
     path: &str,
@@ -94,10 +120,53 @@ pub(crate) fn restore_on_description(
                 crate::sys::fileops::ofd_setlk(fd, l.write, l.start as i64, l.len as i64)
                     .map_err(err)?;
             }
-            file_lock::Kind::Posix => {}
+            // Leases are taken by the task itself ([`restore_posix`]): F_SETLEASE records
+            // the caller as the lease's pid and as the owner its break signal goes to.
+            file_lock::Kind::Lease | file_lock::Kind::Posix => {}
         }
     }
     Ok(())
+}
+
+/// The locks of `path` are left out: the restore was not given `--file-locks`.
+pub(crate) fn warn_skipped(path: &str) {
+    crate::warn!("{path}: its locks are not taken again (restore without --file-locks)");
+}
+
+/// Restore-side planning of the locks, before anything is created: without `--file-locks`
+/// the tasks' POSIX locks are dropped (with a warning; [`super::open_all`] leaves out those
+/// of descriptions); with it, each lease is also given to the first descriptor that holds
+/// its description, for the task to take it again in [`restore_posix`].
+pub(crate) fn plan<'a>(
+    files: &[FileEntry],
+    file_locks: bool,
+    fdinfos: impl Iterator<Item = &'a mut Vec<FdinfoEntry>>,
+) {
+    let mut leases: std::collections::HashMap<u32, FileLock> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(file_entry::Kind::Reg(r)) => r
+                .locks
+                .iter()
+                .find(|l| l.kind() == file_lock::Kind::Lease)
+                .map(|l| (f.id, *l)),
+            _ => None,
+        })
+        .collect();
+    for fdinfo in fdinfos {
+        for e in fdinfo.iter_mut() {
+            if !file_locks {
+                if !e.posix_locks.is_empty() {
+                    warn_skipped(&format!("fd {} (POSIX locks)", e.fd));
+                    e.posix_locks.clear();
+                }
+                continue;
+            }
+            if let Some(l) = leases.remove(&e.id) {
+                e.posix_locks.push(l);
+            }
+        }
+    }
 }
 
 /// `struct flock` for x86-64: l_type, l_whence (i16 each), l_start, l_len (i64), l_pid.
@@ -125,6 +194,21 @@ pub(crate) fn restore_posix(
 ) -> Result<(), RestoreError> {
     for e in fdinfo {
         for l in &e.posix_locks {
+            if l.kind() == file_lock::Kind::Lease {
+                let ty = if l.write {
+                    libc::F_WRLCK
+                } else {
+                    libc::F_RDLCK
+                };
+                crate::mm::rsys(
+                    t,
+                    pid,
+                    libc::SYS_fcntl,
+                    [e.fd as u64, libc::F_SETLEASE as u64, ty as u64, 0, 0, 0],
+                    || format!("fd {}: lease", e.fd),
+                )?;
+                continue;
+            }
             t.write_mem(scratch, &flock_bytes(l))?;
             crate::mm::rsys(
                 t,
@@ -159,9 +243,23 @@ mod tests {
             (h.posix[0].start, h.posix[0].len, h.posix[0].write),
             (5, 10, false)
         );
-        assert!(parse("lock:\t1: LEASE  ACTIVE    READ 1 fe:00:1 0 EOF\n")
+        let lease = parse("lock:\t1: LEASE  ACTIVE    WRITE 1 fe:00:1 0 EOF\n").unwrap();
+        assert_eq!(lease.desc.len(), 1);
+        assert_eq!(lease.desc[0].kind(), file_lock::Kind::Lease);
+        assert!(lease.desc[0].write && lease.posix.is_empty());
+        for breaking in [
+            "lock:\t1: LEASE  BREAKING  READ 1 fe:00:1 0 EOF\n",
+            "lock:\t1: LEASE  ACTIVE    UNLCK 1 fe:00:1 0 EOF\n",
+            "lock:\t1: LEASE  BREAKER   READ 1 fe:00:1 0 EOF\n",
+        ] {
+            assert!(
+                parse(breaking).unwrap_err().contains("being broken"),
+                "{breaking}"
+            );
+        }
+        assert!(parse("lock:\t1: DELEG  ACTIVE    READ 1 fe:00:1 0 EOF\n")
             .unwrap_err()
-            .contains("LEASE"));
+            .contains("DELEG"));
         assert!(parse("lock:\t1: POSIX  ADVISORY  WRITE 1 fe:00:1 9 3\n").is_err());
         assert_eq!(parse("pos:\t0\n").unwrap(), Held::default());
     }

@@ -6,12 +6,13 @@
 //! - [`reg`]: regular files, directories, memory character devices, `O_PATH` descriptors
 //!   (symlinks included), opened again by path and checked to be the same size;
 //! - [`ghost`]: files unlinked while open, whose contents are saved (up to `--ghost-limit`)
-//!   and which restore creates, opens and unlinks again;
+//!   and which restore creates, opens and unlinks again; also a removed working directory;
+//! - [`link_remap`]: with `--link-remap`, such files linked back under a hidden name instead;
 //! - [`pipe`]: pipes, with their queues; a pipe held by a process outside the tree is refused
 //!   unless named with `--external pipe[INO]`, and restored from `--inherit-fd`;
 //! - [`fifo`]: named pipes, with their queues;
 //! - [`memfd`] and [`eventfd`];
-//! - [`locks`]: flock, OFD and POSIX locks (`--file-locks`).
+//! - [`locks`]: flock, OFD and POSIX locks and leases (`--file-locks`).
 //!
 //! Anything else is refused at dump time with the fd and what it points to. Contents go to the
 //! raw `files-data.img` ([`data`]).
@@ -20,6 +21,7 @@ pub(crate) mod data;
 pub(crate) mod eventfd;
 pub(crate) mod fifo;
 pub(crate) mod ghost;
+pub mod link_remap;
 pub(crate) mod locks;
 pub(crate) mod memfd;
 pub(crate) mod pipe;
@@ -29,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use images::pb::{file_entry, FdinfoEntry, FileEntry, FileLock, PipeData};
+use images::pb::{file_entry, FdinfoEntry, FileEntry, FileLock, GhostFile, PipeData};
 use images::{ImageDir, ImageKind};
 
 use crate::dump::DumpOpts;
@@ -92,6 +94,7 @@ pub(crate) struct FilesCtx {
     queues: HashSet<(bool, u64)>,
     outside: pipe::Outside,
     file_locks: bool,
+    remaps: link_remap::Remaps,
 }
 
 impl FilesCtx {
@@ -116,6 +119,7 @@ impl FilesCtx {
             queues: HashSet::new(),
             outside: pipe::Outside::new(tree.clone(), external),
             file_locks: opts.file_locks,
+            remaps: link_remap::Remaps::new(opts.link_remap),
         })
     }
 
@@ -197,6 +201,26 @@ impl FilesCtx {
         Ok(out)
     }
 
+    /// The working directory of the frozen task `pid` when it was removed (`rmdir` after
+    /// `chdir`): the ghost restore makes it from, shared with every task and descriptor
+    /// of the same directory. `cwd` is what `/proc/PID/cwd` reads.
+    pub(crate) fn dump_cwd(&mut self, pid: i32, cwd: &str) -> Result<Option<GhostFile>, DumpError> {
+        let Some(path) = cwd.strip_suffix(" (deleted)") else {
+            return Ok(None);
+        };
+        let link = format!("/proc/{pid}/cwd");
+        let md = std::fs::metadata(&link).map_err(|source| DumpError::Io {
+            pid,
+            path: link.into(),
+            source,
+        })?;
+        // A directory really named "... (deleted)" is still linked.
+        if md.nlink() != 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.ghosts.dump_dir(&md, path)))
+    }
+
     /// A description seen for the first time: what it is, its state, and its contents.
     fn dump_desc(
         &mut self,
@@ -217,7 +241,13 @@ impl FilesCtx {
         } else if d.target == "anon_inode:[eventfd]" {
             file_entry::Kind::Eventfd(eventfd::dump(d)?)
         } else if d.info.flags & libc::O_PATH as u32 != 0 && path_based {
-            file_entry::Kind::Reg(reg::dump(d, shell_job, &mut self.ghosts, &mut self.data)?)
+            file_entry::Kind::Reg(reg::dump(
+                d,
+                shell_job,
+                &mut self.ghosts,
+                &mut self.remaps,
+                &mut self.data,
+            )?)
         } else if memfd::is_memfd(d) {
             file_entry::Kind::Memfd(memfd::dump(d, &mut self.memfds, &mut self.data)?)
         } else if ft.is_fifo() && path_based {
@@ -228,7 +258,13 @@ impl FilesCtx {
                 &mut self.data,
             )?)
         } else {
-            file_entry::Kind::Reg(reg::dump(d, shell_job, &mut self.ghosts, &mut self.data)?)
+            file_entry::Kind::Reg(reg::dump(
+                d,
+                shell_job,
+                &mut self.ghosts,
+                &mut self.remaps,
+                &mut self.data,
+            )?)
         };
         match kind {
             file_entry::Kind::Reg(mut r) => {
@@ -240,18 +276,23 @@ impl FilesCtx {
         }
     }
 
-    /// Writes `files.img`, `pipes-data.img` and `files-data.img`.
-    pub(crate) fn write(self, dir: &ImageDir) -> Result<(), DumpError> {
+    /// Writes `files.img`, `pipes-data.img` and `files-data.img`. The links `--link-remap`
+    /// made are removed when the returned guard drops, unless the dump completes and says
+    /// [`link_remap::RemapGuard::keep`] (so are they if this fails).
+    pub(crate) fn write(self, dir: &ImageDir) -> Result<link_remap::RemapGuard, DumpError> {
+        let guard = self.remaps.into_guard();
         dir.write(ImageKind::Files, None, &self.files)?;
         dir.write(ImageKind::PipeData, None, &self.pipes)?;
         self.data.commit(dir)?;
-        Ok(())
+        Ok(guard)
     }
 }
 
 /// Restore-side settings taken from the command line.
 pub(crate) struct RestoreCtx {
     pub shell_job: bool,
+    /// `--file-locks`: take the saved locks and leases again (else, like CRIU, they are not).
+    pub file_locks: bool,
     pub skip_validation: bool,
     /// `--inherit-fd fd[N]:KEY`: crust's own fd N stands for the object KEY.
     pub inherit: HashMap<String, RawFd>,
@@ -272,6 +313,7 @@ impl RestoreCtx {
         }
         Ok(RestoreCtx {
             shell_job: opts.shell_job,
+            file_locks: opts.file_locks,
             skip_validation: opts.skip_file_validation,
             inherit,
         })
@@ -302,17 +344,28 @@ pub(crate) fn parse_inherit_fd(spec: &str) -> Result<(RawFd, String), RestoreErr
     Ok((n, key.to_string()))
 }
 
+/// What [`open_all`] opened.
+pub(crate) struct Opened {
+    /// Each file description, by file id.
+    pub files: HashMap<u32, OwnedFd>,
+    /// A directory descriptor of each removed working directory, by ghost id, for the
+    /// tasks to `fchdir` to: the directory is made again, and removed again, by crust.
+    pub cwds: HashMap<u32, OwnedFd>,
+}
+
 /// Opens every file description of the tree in crust, ready to be handed to the tasks that
 /// hold it (over a unix socket, `SCM_RIGHTS`): one description shared by several tasks or fds
 /// is one open here, so sharing and the common offset come back by construction. flock and
-/// OFD locks are taken here, on the description; POSIX locks belong to the task and are taken
-/// by [`locks::restore_posix`].
+/// OFD locks and leases are taken here, on the description; POSIX locks belong to the task
+/// and are taken by [`locks::restore_posix`]. `cwd_ghosts` are the removed working
+/// directories of the tasks.
 pub(crate) fn open_all(
     files: &[FileEntry],
     pipes: &[PipeData],
+    cwd_ghosts: &[&GhostFile],
     opts: &RestoreOpts,
     dir: &ImageDir,
-) -> Result<HashMap<u32, OwnedFd>, RestoreError> {
+) -> Result<Opened, RestoreError> {
     let ctx = RestoreCtx::new(opts)?;
     let image = dir.file_path(ImageKind::Files, None);
     let mut data = data::DataReader::new(dir);
@@ -320,12 +373,23 @@ pub(crate) fn open_all(
     let mut pipe_ends: HashMap<u64, Vec<(u32, &images::pb::PipeEnd)>> = HashMap::new();
     let mut fifos: HashMap<u64, Vec<(u32, &images::pb::FifoFile)>> = HashMap::new();
     let mut memfds: HashMap<u64, Vec<(u32, &images::pb::MemfdFile)>> = HashMap::new();
-    let mut ghosts: HashMap<u32, Vec<(u32, &images::pb::RegFile)>> = HashMap::new();
+    // Ghost id -> the ghost and the descriptions of it.
+    type Descs<'a> = Vec<(u32, &'a images::pb::RegFile)>;
+    let mut ghosts: HashMap<u32, (&GhostFile, Descs<'_>)> = HashMap::new();
+    let mut remapped: HashMap<&str, Vec<(u32, &images::pb::RegFile)>> = HashMap::new();
     let mut regs = Vec::new();
     for f in files {
         match &f.kind {
             Some(file_entry::Kind::Reg(r)) => match &r.ghost {
-                Some(g) => ghosts.entry(g.id).or_default().push((f.id, r)),
+                Some(g) => ghosts
+                    .entry(g.id)
+                    .or_insert((g, Vec::new()))
+                    .1
+                    .push((f.id, r)),
+                None if !r.remap.is_empty() => remapped
+                    .entry(r.remap.as_str())
+                    .or_default()
+                    .push((f.id, r)),
                 None => regs.push((f.id, r)),
             },
             Some(file_entry::Kind::Pipe(p)) => {
@@ -344,13 +408,27 @@ pub(crate) fn open_all(
             }
         }
     }
+    let mut cwd_ids = HashSet::new();
+    for g in cwd_ghosts {
+        cwd_ids.insert(g.id);
+        ghosts.entry(g.id).or_insert((g, Vec::new()));
+    }
     // Ghosts first: a regular file may live in a directory that only a ghost brings back.
     let mut ghost_ids: Vec<u32> = ghosts.keys().copied().collect();
     ghost_ids.sort_unstable();
+    let mut cwds = HashMap::new();
     for gid in ghost_ids {
-        for (id, fd) in ghost::open(&ghosts[&gid], &mut data, &image)? {
-            out.insert(id, fd);
+        let (g, descs) = &ghosts[&gid];
+        let (fds, cwd) = ghost::open(g, descs, cwd_ids.contains(&gid), &mut data, &image)?;
+        out.extend(fds);
+        if let Some(cwd) = cwd {
+            cwds.insert(gid, cwd);
         }
+    }
+    let mut remap_paths: Vec<&str> = remapped.keys().copied().collect();
+    remap_paths.sort_unstable();
+    for remap in remap_paths {
+        out.extend(link_remap::open(remap, &remapped[remap], &ctx)?);
     }
     for (id, r) in regs {
         out.insert(id, reg::open(r, &ctx)?);
@@ -375,18 +453,30 @@ pub(crate) fn open_all(
     // Locks that belong to descriptions, now that each is open once.
     for f in files {
         if let Some(file_entry::Kind::Reg(r)) = &f.kind {
+            if r.locks.is_empty() {
+                continue;
+            }
+            if !ctx.file_locks {
+                locks::warn_skipped(&r.path);
+                continue;
+            }
             if let Some(fd) = out.get(&f.id) {
                 locks::restore_on_description(fd, &r.path, &r.locks)?;
             }
         }
     }
-    Ok(out)
+    Ok(Opened { files: out, cwds })
 }
 
-/// The fd flags (F_GETFL bits) that open(2) and fcntl(F_SETFL) take back.
+/// The fd flags (F_GETFL bits) that open(2) and fcntl(F_SETFL) take back. A file made with
+/// `O_TMPFILE` keeps that flag (`__O_TMPFILE | O_DIRECTORY`), which would make another.
 pub(crate) fn reopen_flags(flags: u32) -> i32 {
-    (flags as i32)
-        & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY | libc::O_CLOEXEC)
+    let mut f = (flags as i32)
+        & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY | libc::O_CLOEXEC);
+    if f & libc::O_TMPFILE == libc::O_TMPFILE {
+        f &= !libc::O_TMPFILE;
+    }
+    f
 }
 
 /// `open(/proc/self/fd/FD, flags)`: a new description of the object `fd` refers to.
@@ -428,5 +518,9 @@ mod tests {
         let f = (libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC)
             as u32;
         assert_eq!(reopen_flags(f), libc::O_WRONLY | libc::O_APPEND);
+        let tmp = (libc::O_RDWR | libc::O_TMPFILE | libc::O_LARGEFILE) as u32;
+        assert_eq!(reopen_flags(tmp), libc::O_RDWR | libc::O_LARGEFILE);
+        let dir = (libc::O_RDONLY | libc::O_DIRECTORY) as u32;
+        assert_eq!(reopen_flags(dir), libc::O_DIRECTORY);
     }
 }

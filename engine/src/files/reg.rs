@@ -12,6 +12,7 @@ use images::pb::RegFile;
 
 use super::data::DataWriter;
 use super::ghost::Ghosts;
+use super::link_remap::Remaps;
 use super::{Desc, RestoreCtx};
 use crate::error::{DumpError, RestoreError};
 use std::os::fd::OwnedFd;
@@ -59,6 +60,7 @@ pub(crate) fn dump(
     d: &Desc<'_>,
     shell_job: bool,
     ghosts: &mut Ghosts,
+    remaps: &mut Remaps,
     data: &mut DataWriter,
 ) -> Result<RegFile, DumpError> {
     let md = d.md;
@@ -98,6 +100,22 @@ pub(crate) fn dump(
         if !(ft.is_file() || ft.is_dir()) {
             return Err(d.unsupported("unlinked, and not a regular file or directory"));
         }
+        if let Some(remap) = remaps.link(d, path)? {
+            let file = crate::mm::file_id(path, d.link).map_err(|source| DumpError::Io {
+                pid: d.pid,
+                path: d.link.into(),
+                source,
+            })?;
+            return Ok(RegFile {
+                path: path.to_string(),
+                flags,
+                pos: d.info.pos,
+                file: Some(file),
+                ghost: None,
+                locks: Vec::new(),
+                remap,
+            });
+        }
         let ghost = ghosts.dump(d, path, data)?;
         return Ok(RegFile {
             path: path.to_string(),
@@ -106,6 +124,7 @@ pub(crate) fn dump(
             file: None,
             ghost: Some(ghost),
             locks: Vec::new(),
+            remap: String::new(),
         });
     }
     match metadata_like(d.target, md) {
@@ -124,6 +143,7 @@ pub(crate) fn dump(
         file: Some(file),
         ghost: None,
         locks: Vec::new(),
+        remap: String::new(),
     })
 }
 

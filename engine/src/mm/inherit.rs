@@ -18,12 +18,21 @@
 //!   shares, writes the pages where its image differs and drops (`MADV_DONTNEED`) those it
 //!   does not have; it unmaps the parent's areas it does not share.
 //!
+//! Siblings may share pages their parent no longer holds (it unmapped or rewrote them after
+//! forking them). The dump compares a task's pages with its siblings' too, so such a page is
+//! stored once; restore makes the parent a *carrier*: it maps and fills the area with the first
+//! sibling's contents as above, the siblings inherit it, and the parent's own take-over unmaps
+//! it like any memory that is not its own. A carrier is not made where the parent prepares an
+//! area of its own over the same range (that sharing is then restored unshared), and only
+//! siblings are linked so, not cousins.
+//!
 //! Each area has a status word in memory shared by crust and every task: set by the task that
 //! prepared it, read by its children (inherit or not) and by crust's take-over, which keeps an
 //! area in place instead of mapping and filling it again. An area that could not be prepared
 //! (its range taken by crust's own memory in the task, say) is simply restored the ordinary
 //! way, unshared: correct, only larger.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use images::pb::{MmEntry, VmaEntry, VmaKind};
@@ -73,6 +82,9 @@ pub(crate) struct Area {
     pub inherit: Option<usize>,
     /// A child inherits it, so it must be prepared even if not inherited.
     pub needed: bool,
+    /// Not the task's own memory: prepared only for its children to inherit, and left to
+    /// the task's take-over to unmap.
+    pub carrier: bool,
     /// Steps when inherited: the pages that differ from the parent's.
     pub fix: Vec<Op>,
     /// Steps when mapped afresh: all the task's pages of the area.
@@ -94,9 +106,9 @@ impl Premap {
         let Some(words) = &self.words else {
             return false;
         };
-        self.areas
-            .iter()
-            .any(|a| a.start == start && a.end == end && words.get(a.word) == IN_PLACE)
+        self.areas.iter().any(|a| {
+            !a.carrier && a.start == start && a.end == end && words.get(a.word) == IN_PLACE
+        })
     }
 
     /// The prepared areas, in place.
@@ -106,7 +118,7 @@ impl Premap {
         };
         self.areas
             .iter()
-            .filter(|a| words.get(a.word) == IN_PLACE)
+            .filter(|a| !a.carrier && words.get(a.word) == IN_PLACE)
             .map(|a| (a.start, a.end))
             .collect()
     }
@@ -126,6 +138,24 @@ impl std::fmt::Debug for Premap {
 pub(crate) struct PlanTask<'a> {
     pub parent: Option<usize>,
     pub image: Option<(&'a MmEntry, &'a TaskPages)>,
+}
+
+/// The tasks of a dump whose pages a task with parent `ppid` may still share since fork, among
+/// those already dumped (`done`): its parent, then its siblings. Empty when the parent is not
+/// in the dump (the root of the tree).
+pub(crate) fn relatives(ppid: i32, done: impl Fn(i32) -> bool) -> Vec<i32> {
+    if !done(ppid) {
+        return Vec::new();
+    }
+    let mut out = vec![ppid];
+    for tid in crate::proc::threads(ppid).unwrap_or_default() {
+        for c in crate::proc::children(ppid, tid).unwrap_or_default() {
+            if done(c) && !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
 }
 
 fn candidate(v: &VmaEntry) -> bool {
@@ -250,40 +280,95 @@ fn advice(v: &VmaEntry) -> Vec<i32> {
     a
 }
 
+/// The areas planned so far, and the status words they take.
+struct Planner {
+    out: Vec<Premap>,
+    words: usize,
+    /// (task, VMA start) -> index of the task's own area in `out[task].areas`.
+    own: HashMap<(usize, u64), usize>,
+}
+
+impl Planner {
+    /// A new area of task `t` for `v` (of the layout `mm`, with contents `pages`); `carrier`
+    /// when it is not the task's own memory.
+    fn push(
+        &mut self,
+        t: usize,
+        (mm, pages): (&MmEntry, &TaskPages),
+        v: &VmaEntry,
+        carrier: bool,
+        files: &PageFiles,
+    ) -> usize {
+        self.out[t].areas.push(Area {
+            start: v.start,
+            end: v.end,
+            flags: v.flags as i32,
+            apart: {
+                let i = mm.vmas.iter().position(|x| x.start == v.start).unwrap_or(0);
+                i > 0 && super::keep_apart(mm.vmas.get(i - 1), v)
+            },
+            first_page_empty: pages.within(v.start, v.start + PAGE_SIZE).next().is_none(),
+            advice: advice(v),
+            word: self.words,
+            inherit: None,
+            needed: carrier,
+            carrier,
+            fix: Vec::new(),
+            fresh: fresh_ops(pages, v.start, v.end, files),
+        });
+        self.words += 1;
+        self.out[t].areas.len() - 1
+    }
+
+    /// Task `t`'s own area for `v`, made on first use.
+    fn ensure(
+        &mut self,
+        t: usize,
+        image: (&MmEntry, &TaskPages),
+        v: &VmaEntry,
+        files: &PageFiles,
+    ) -> usize {
+        if let Some(&i) = self.own.get(&(t, v.start)) {
+            return i;
+        }
+        let i = self.push(t, image, v, false, files);
+        self.own.insert((t, v.start), i);
+        i
+    }
+
+    /// The own area of `t` at `start`, if it inherits one.
+    fn inherited(&self, t: usize, start: u64) -> bool {
+        self.own
+            .get(&(t, start))
+            .is_some_and(|&i| self.out[t].areas[i].inherit.is_some())
+    }
+}
+
+/// The VMA of `other` that is the same candidate as `v`.
+fn same_vma<'a>(v: &VmaEntry, other: &'a MmEntry) -> Option<&'a VmaEntry> {
+    other
+        .vmas
+        .iter()
+        .find(|u| u.start == v.start && u.end == v.end && u.flags == v.flags && candidate(u))
+}
+
 /// Plans which areas each task prepares. `tasks` is in tree order (parents first), indexed
 /// like the result.
+///
+/// A child shares an area with its parent when some page of it is stored at the same place
+/// for both (the dump found the same physical page): the parent prepares the area and the
+/// child inherits it. Siblings that share an area their parent does not hold (the parent
+/// unmapped or rewrote it after forking them) inherit it from a *carrier*: the parent maps the
+/// area with the first sibling's contents before forking them, without it being part of its
+/// own memory: its own take-over unmaps it, leaving the siblings the only holders of the
+/// pages, as they were at dump.
 pub(crate) fn plan(tasks: &[PlanTask<'_>], files: &PageFiles) -> std::io::Result<Vec<Premap>> {
-    let mut out: Vec<Premap> = (0..tasks.len()).map(|_| Premap::default()).collect();
-    // Edges child -> parent per shared VMA.
-    let mut words = 0usize;
-    // (task, vma start) -> area index in out[task].areas
-    let mut area_of: std::collections::HashMap<(usize, u64), usize> = Default::default();
-    let mut ensure =
-        |out: &mut Vec<Premap>, t: usize, mm: &MmEntry, v: &VmaEntry, pages: &TaskPages| -> usize {
-            if let Some(&i) = area_of.get(&(t, v.start)) {
-                return i;
-            }
-            out[t].areas.push(Area {
-                start: v.start,
-                end: v.end,
-                flags: v.flags as i32,
-                apart: {
-                    let i = mm.vmas.iter().position(|x| x.start == v.start).unwrap_or(0);
-                    i > 0 && super::keep_apart(mm.vmas.get(i - 1), v)
-                },
-                first_page_empty: pages.within(v.start, v.start + PAGE_SIZE).next().is_none(),
-                advice: advice(v),
-                word: words,
-                inherit: None,
-                needed: false,
-                fix: Vec::new(),
-                fresh: fresh_ops(pages, v.start, v.end, files),
-            });
-            words += 1;
-            let i = out[t].areas.len() - 1;
-            area_of.insert((t, v.start), i);
-            i
-        };
+    let mut pl = Planner {
+        out: (0..tasks.len()).map(|_| Premap::default()).collect(),
+        words: 0,
+        own: HashMap::new(),
+    };
+    // Child and parent.
     for (t, task) in tasks.iter().enumerate() {
         let (Some(p), Some((mm, pages))) = (task.parent, task.image) else {
             continue;
@@ -292,22 +377,83 @@ pub(crate) fn plan(tasks: &[PlanTask<'_>], files: &PageFiles) -> std::io::Result
             continue;
         };
         for v in mm.vmas.iter().filter(|v| candidate(v)) {
-            let Some(u) = pmm.vmas.iter().find(|u| {
-                u.start == v.start && u.end == v.end && u.flags == v.flags && candidate(u)
-            }) else {
+            let Some(u) = same_vma(v, pmm) else {
                 continue;
             };
             if !shares(pages, ppages, v.start, v.end) {
                 continue;
             }
-            let pa = ensure(&mut out, p, pmm, u, ppages);
-            out[p].areas[pa].needed = true;
-            let pword = out[p].areas[pa].word;
-            let ca = ensure(&mut out, t, mm, v, pages);
-            out[t].areas[ca].inherit = Some(pword);
-            out[t].areas[ca].fix = fix_ops(pages, ppages, v.start, v.end, files);
+            let pa = pl.ensure(p, (pmm, ppages), u, files);
+            pl.out[p].areas[pa].needed = true;
+            let pword = pl.out[p].areas[pa].word;
+            let ca = pl.ensure(t, (mm, pages), v, files);
+            pl.out[t].areas[ca].inherit = Some(pword);
+            pl.out[t].areas[ca].fix = fix_ops(pages, ppages, v.start, v.end, files);
         }
     }
+    // Siblings, through a carrier in their parent: (parent, start, end, flags) -> (area index
+    // in the parent, the pages of the sibling whose contents it holds).
+    let mut carriers: HashMap<(usize, u64, u64, u32), (usize, &TaskPages)> = HashMap::new();
+    for (t, task) in tasks.iter().enumerate() {
+        let (Some(p), Some((mm, pages))) = (task.parent, task.image) else {
+            continue;
+        };
+        if tasks[p].image.is_none() {
+            continue;
+        }
+        for v in mm.vmas.iter().filter(|v| candidate(v)) {
+            if pl.inherited(t, v.start) {
+                continue;
+            }
+            let key = (p, v.start, v.end, v.flags);
+            let (carrier, dpages) = match carriers.get(&key) {
+                Some(&(ci, dpages)) => {
+                    if !shares(pages, dpages, v.start, v.end) {
+                        continue;
+                    }
+                    (ci, dpages)
+                }
+                None => {
+                    // The first earlier sibling with the same area, not inherited from the
+                    // parent, sharing a page with this one.
+                    let donor = (0..t).find_map(|d| {
+                        let (Some(dp), Some((dmm, dpages))) = (tasks[d].parent, tasks[d].image)
+                        else {
+                            return None;
+                        };
+                        let dv = same_vma(v, dmm)?;
+                        (dp == p
+                            && !pl.inherited(d, v.start)
+                            && shares(pages, dpages, v.start, v.end))
+                        .then_some((d, dmm, dpages, dv))
+                    });
+                    let Some((d, dmm, dpages, dv)) = donor else {
+                        continue;
+                    };
+                    // Never over an area the parent prepares anyway.
+                    if pl.out[p]
+                        .areas
+                        .iter()
+                        .any(|a| a.start < v.end && v.start < a.end)
+                    {
+                        continue;
+                    }
+                    let ci = pl.push(p, (dmm, dpages), dv, true, files);
+                    carriers.insert(key, (ci, dpages));
+                    let cword = pl.out[p].areas[ci].word;
+                    let da = pl.ensure(d, (dmm, dpages), dv, files);
+                    pl.out[d].areas[da].inherit = Some(cword);
+                    pl.out[d].areas[da].fix = Vec::new();
+                    (ci, dpages)
+                }
+            };
+            let cword = pl.out[p].areas[carrier].word;
+            let ca = pl.ensure(t, (mm, pages), v, files);
+            pl.out[t].areas[ca].inherit = Some(cword);
+            pl.out[t].areas[ca].fix = fix_ops(pages, dpages, v.start, v.end, files);
+        }
+    }
+    let Planner { mut out, words, .. } = pl;
     if words == 0 {
         return Ok(out);
     }
@@ -523,5 +669,161 @@ mod tests {
         // The zombie drops nothing it does not have; the parent's area is dropped by it.
         assert_eq!(plan[2].drop.len(), 1);
         assert!(!plan[1].in_place(0x10000, 0x20000));
+    }
+
+    #[test]
+    fn siblings_inherit_through_a_carrier_their_parent_does_not_keep() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pages-0.img");
+        std::fs::write(&path, vec![0u8; 16 * 4096]).unwrap();
+        let mut files = PageFiles::default();
+        let f = files.index(&path).unwrap();
+        let fd = fd_of(&files, f);
+        let vma = |start: u64, end: u64| VmaEntry {
+            start,
+            end,
+            prot: 3,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            kind: VmaKind::VmaAnonPrivate as i32,
+            ..Default::default()
+        };
+        // The parent has neither area any more; its children share 0x10000 (the second one
+        // with a page of its own), the third child has the area with contents of its own.
+        let pmm = MmEntry {
+            vmas: vec![vma(0x80000, 0x90000)],
+            ..Default::default()
+        };
+        let mm = MmEntry {
+            vmas: vec![vma(0x10000, 0x20000), vma(0x80000, 0x90000)],
+            ..Default::default()
+        };
+        let parent = TaskPages {
+            runs: vec![run_at(0x80000, 1, f, 9)],
+        };
+        let b = TaskPages {
+            runs: vec![run_at(0x10000, 3, f, 0), run_at(0x80000, 1, f, 10)],
+        };
+        let c = TaskPages {
+            runs: vec![
+                run_at(0x10000, 2, f, 0),
+                run_at(0x12000, 1, f, 5),
+                run_at(0x80000, 1, f, 11),
+            ],
+        };
+        let d = TaskPages {
+            runs: vec![run_at(0x10000, 1, f, 6), run_at(0x80000, 1, f, 12)],
+        };
+        let tasks = [
+            PlanTask {
+                parent: None,
+                image: Some((&pmm, &parent)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &b)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &c)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &d)),
+            },
+        ];
+        let plan = plan(&tasks, &files).unwrap();
+        // The parent carries the area, with B's contents.
+        assert_eq!(plan[0].areas.len(), 1, "{:?}", plan[0]);
+        let carrier = &plan[0].areas[0];
+        assert!(carrier.carrier && carrier.needed && carrier.inherit.is_none());
+        assert_eq!((carrier.start, carrier.end), (0x10000, 0x20000));
+        assert_eq!(
+            carrier.fresh,
+            vec![Op::Fill {
+                addr: 0x10000,
+                len: 3 * PAGE_SIZE,
+                fd,
+                off: 0
+            }]
+        );
+        // B inherits it as it is, C writes its own page, D drops it.
+        assert_eq!(plan[1].areas.len(), 1);
+        assert_eq!(plan[1].areas[0].inherit, Some(carrier.word));
+        assert!(plan[1].areas[0].fix.is_empty() && !plan[1].areas[0].carrier);
+        assert_eq!(plan[2].areas[0].inherit, Some(carrier.word));
+        assert_eq!(
+            plan[2].areas[0].fix,
+            vec![Op::Fill {
+                addr: 0x12000,
+                len: PAGE_SIZE,
+                fd,
+                off: 5 * PAGE_SIZE
+            }]
+        );
+        assert!(plan[3].areas.is_empty());
+        assert_eq!(plan[3].drop, vec![(0x10000, 0x20000, carrier.word)]);
+        assert!(plan[1].drop.is_empty() && plan[2].drop.is_empty());
+        // Once prepared, a carrier is never part of the parent's own memory.
+        let words = plan[0].words.as_ref().unwrap();
+        words.set(carrier.word, IN_PLACE);
+        words.set(plan[1].areas[0].word, IN_PLACE);
+        assert!(!plan[0].in_place(0x10000, 0x20000));
+        assert!(plan[0].placed().is_empty());
+        assert!(plan[1].in_place(0x10000, 0x20000));
+        assert_eq!(plan[1].placed(), vec![(0x10000, 0x20000)]);
+    }
+
+    #[test]
+    fn no_carrier_over_an_area_the_parent_prepares_for_itself() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("pages-0.img");
+        std::fs::write(&path, vec![0u8; 16 * 4096]).unwrap();
+        let mut files = PageFiles::default();
+        let f = files.index(&path).unwrap();
+        let vma = VmaEntry {
+            start: 0x10000,
+            end: 0x20000,
+            prot: 3,
+            flags: (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u32,
+            kind: VmaKind::VmaAnonPrivate as i32,
+            ..Default::default()
+        };
+        let mm = MmEntry {
+            vmas: vec![vma],
+            ..Default::default()
+        };
+        // A shares page 0 with its parent; B and C share page 1, which the parent rewrote.
+        let parent = TaskPages {
+            runs: vec![run_at(0x10000, 1, f, 0), run_at(0x11000, 1, f, 1)],
+        };
+        let a = TaskPages {
+            runs: vec![run_at(0x10000, 1, f, 0)],
+        };
+        let bc = TaskPages {
+            runs: vec![run_at(0x11000, 1, f, 2)],
+        };
+        let tasks = [
+            PlanTask {
+                parent: None,
+                image: Some((&mm, &parent)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &a)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &bc)),
+            },
+            PlanTask {
+                parent: Some(0),
+                image: Some((&mm, &bc)),
+            },
+        ];
+        let plan = plan(&tasks, &files).unwrap();
+        assert_eq!(plan[0].areas.len(), 1, "{:?}", plan[0]);
+        assert!(!plan[0].areas[0].carrier);
+        assert_eq!(plan[1].areas[0].inherit, Some(plan[0].areas[0].word));
+        assert!(plan[2].areas.is_empty() && plan[3].areas.is_empty());
     }
 }

@@ -169,10 +169,12 @@ impl PagesOut {
             }
         }
         let total = batches.iter().map(|b| b.len).sum();
+        // Each worker's buffer holds the largest batch, not more: small tasks stay cheap.
+        let buf_len = batches.iter().map(|b| b.len).max().unwrap_or(0) as usize;
         crate::par::for_each(
             &batches,
             total,
-            || vec![0u8; COPY_CHUNK as usize],
+            || vec![0u8; buf_len],
             |buf, b| {
                 let buf = &mut buf[..b.len as usize];
                 let got = match b.src {

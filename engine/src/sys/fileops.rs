@@ -170,3 +170,28 @@ pub fn write_once(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
     cvt(r as libc::c_long)
 }
+
+/// `lseek(fd, off, whence)`; for `SEEK_DATA`/`SEEK_HOLE` (Linux 3.1) an `ENXIO` means "no
+/// more data past `off`".
+pub fn lseek(fd: RawFd, off: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: integers only.
+    let r = unsafe { libc::lseek(fd, off, whence) };
+    cvt(r as libc::c_long).map(|n| n as i64)
+}
+
+/// `linkat(AT_FDCWD, from, AT_FDCWD, to, AT_SYMLINK_FOLLOW)`: with `from` a `/proc/PID/fd/N`
+/// link, a new name for the file that descriptor holds (refused with `ENOENT` for a file
+/// without links, unless it was made with `O_TMPFILE`).
+pub fn link_follow(from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    cvt(r as libc::c_long).map(drop)
+}

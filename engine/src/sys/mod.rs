@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod fileops;
+pub mod ipc;
 pub mod mem;
 
 use std::ffi::CStr;
@@ -197,6 +198,11 @@ pub mod child {
         // SAFETY: valid C string.
         ret(unsafe { libc::chdir(path.as_ptr()) } as i64)
     }
+    /// `fchdir(fd)`
+    pub fn fchdir(fd: i32) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::fchdir(fd) } as i64)
+    }
     /// `prctl(PR_SET_NAME, name)`
     pub fn set_name(name: &CStr) -> Raw {
         // SAFETY: valid C string; the kernel copies at most 16 bytes.
@@ -228,6 +234,19 @@ pub mod child {
             // SAFETY: `zero` is a valid kernel struct sigaction (handler, flags, restorer,
             // mask) for the duration of the call; the old action is not requested.
             unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, zero.as_ptr(), 0usize, 8usize) };
+        }
+    }
+    /// `waitpid(pid, &status, __WALL)`, retried on EINTR: reaps a child whatever its exit
+    /// signal.
+    pub fn reap(pid: i32) -> Raw {
+        loop {
+            let mut st = 0;
+            // SAFETY: st is a valid out pointer; integers otherwise.
+            let r = unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
+            match ret(r as i64) {
+                Err(libc::EINTR) => continue,
+                other => return other.map(|_| st as i64),
+            }
         }
     }
     /// `kill(getpid(), SIGSTOP)`
@@ -292,6 +311,14 @@ pub fn waitpid(pid: i32) -> io::Result<i32> {
         }
         return Ok(st);
     }
+}
+
+/// Gives the allocator's free memory back and merges its free chunks, so that processes forked
+/// afterwards do not each do it on their copy of the heap (touching, and so copying, its pages).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks and releases the allocator's own free chunks; it is
+    // called from a single-threaded point, like the forks that follow it.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Forks a child with the pids `tids` (clone3 + set_tid: innermost pid namespace first) and

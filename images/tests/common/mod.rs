@@ -250,6 +250,7 @@ pub fn fs() -> pb::FsEntry {
         cwd: "/srv".into(),
         root: "/".into(),
         umask: 0o022,
+        ..Default::default()
     }
 }
 
