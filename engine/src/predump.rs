@@ -91,7 +91,8 @@ fn frozen_part(
         crate::ipc::dump_shm(opts.pid, dir, mem.shmem_mut())?;
     }
     for p in tree.procs.iter_mut().filter(|p| !p.threads.is_empty()) {
-        let pid = p.pid;
+        // Read through a live thread when the leader has exited (as dump does).
+        let pid = p.view();
         let brk = p.remote("brk(0)", libc::SYS_brk, [0; 6])?;
         let mut vmas = proc::maps(pid)?;
         for v in &vmas {
@@ -103,9 +104,9 @@ fn frozen_part(
         let scratch = p.scratch()?;
         let mut mm_entry = mem.layout(pid, &p.stat, brk, &vmas)?;
         mm_entry.track = mem.arm(pid, &mut p.threads[0], scratch, &vmas);
-        let id = Some(pid as u32);
+        let id = Some(p.pid as u32);
         dir.write_pagemap(
-            pid as u32,
+            p.pid as u32,
             &PagemapHead {
                 pages_id: mm::TREE_PAGES_ID,
             },

@@ -926,7 +926,9 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
                 );
             }
             sys::kill_and_reap(root);
-            sys::reap_all();
+            // Nothing of the tree outlives crust: every descendant (helpers included) dies and
+            // is reaped here, re-parented to crust, its subreaper.
+            sys::reap_descendants(std::time::Duration::from_secs(10));
             Err(e)
         }
     }

@@ -101,10 +101,15 @@ fn check_view(c: &mut Checker, areas: &[Area], who: &str) {
 fn main() {
     zdtmtst::start();
     let ps = zdtmtst::page_size();
-    let pid = std::process::id();
     let regular = zdtmtst::temp_path("shm_posix_file");
-    let shm = PathBuf::from(format!("/dev/shm/crust-shm-posix-{pid}"));
-    let gone = PathBuf::from(format!("/dev/shm/crust-shm-posix-unlinked-{pid}"));
+    // Named after a fresh random scratch name, not the pid: every `ns` trial's pid is 1, and a
+    // trial killed before its cleanup must not block the next one.
+    let tag = regular
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let shm = PathBuf::from(format!("/dev/shm/crust-{tag}"));
+    let gone = PathBuf::from(format!("/dev/shm/crust-unlinked-{tag}"));
     let mut areas = Vec::new();
     for (k, (what, path, unlinked)) in [
         ("regular file", regular, false),

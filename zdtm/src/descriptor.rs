@@ -236,7 +236,8 @@ pub const DEFAULT_TIMEOUT: u64 = 30;
 /// - `flags`: `excl` runs alone (the pool drains first); `noauto` runs only when
 ///   named exactly or with `--ignored`/`--include-ignored`; `crfail` expects dump or
 ///   restore to fail (both succeeding fails the trial); `suid` needs root (ignored
-///   otherwise); `reqrst` needs a restore (ignored under `--norst`); `nouns` never
+///   otherwise); `reqrst` needs a restore after every dump (ignored under `--norst` and
+///   `--snaps`, whose dumps leave the tree running); `nouns` never
 ///   runs in `uns`.
 /// - `features`: each is checked with `ENGINE check --feature NAME` (exit 0 means
 ///   present); a missing one makes the trial ignored with that reason, or failed

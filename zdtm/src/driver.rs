@@ -180,6 +180,29 @@ impl Driver {
         log: Option<PathBuf>,
         deadline: Instant,
     ) -> Result<Run, DriverError> {
+        self.run_with_fault(
+            what,
+            args,
+            cwd,
+            output,
+            log,
+            deadline,
+            self.fault.as_deref(),
+        )
+    }
+
+    /// [`Driver::run`] injecting `fault` (or none) instead of the run's `--fault`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_with_fault(
+        &self,
+        what: &str,
+        args: &[OsString],
+        cwd: &Path,
+        output: &Path,
+        log: Option<PathBuf>,
+        deadline: Instant,
+        fault: Option<&str>,
+    ) -> Result<Run, DriverError> {
         let out = std::fs::File::create(output).map_err(|source| DriverError::Output {
             path: output.to_path_buf(),
             source,
@@ -195,7 +218,7 @@ impl Driver {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        if let Some(f) = &self.fault {
+        if let Some(f) = fault {
             cmd.env(FAULT_ENV, f);
         }
         let mut argv = vec![self.path.clone().into_os_string()];

@@ -263,9 +263,10 @@ fn requirements(
     flavor: Flavor,
 ) -> Result<Option<String>, Failure> {
     let d = &test.descriptor;
-    if d.has(Flag::Reqrst) && cfg.norst {
-        return Ok(Some(String::from(
-            "needs a restore (reqrst) and --norst was given",
+    if d.has(Flag::Reqrst) && (cfg.norst || cfg.snaps) {
+        let mode = if cfg.norst { "--norst" } else { "--snaps" };
+        return Ok(Some(format!(
+            "needs a restore after every dump (reqrst) and {mode} was given"
         )));
     }
     let missing = |reason: String| {
@@ -361,6 +362,8 @@ struct Trial<'a> {
     iteration: Option<u32>,
     notes: Vec<String>,
     outfile_text: Option<String>,
+    /// Runs the engine without the `--fault` (the restore after a faulted one).
+    fault_off: bool,
 }
 
 impl<'a> Trial<'a> {
@@ -410,6 +413,7 @@ impl<'a> Trial<'a> {
             iteration: None,
             notes: Vec::new(),
             outfile_text: None,
+            fault_off: false,
         })
     }
 
@@ -458,7 +462,51 @@ impl<'a> Trial<'a> {
                 }
                 Dumped::Killed => {}
             }
-            if let Some(run) = self.restore(it)? {
+            let faulted = self.cfg.driver.fault.is_some() && !crfail;
+            let images = if faulted {
+                Some(self.image_digest(it)?)
+            } else {
+                None
+            };
+            let mut failed = self.restore(it)?;
+            if let (Some(run), Some(digest)) = (failed.as_ref(), images) {
+                // A restore that fails on the injected fault must leave the images as they
+                // were and nothing of the tree behind; the restore without it must then pass.
+                self.notes.push(format!(
+                    "iteration {it}: restore failed ({}), allowed under --fault",
+                    run.status()
+                ));
+                let run = run.clone();
+                if self.image_digest(it)? != digest {
+                    return Err(Failure::new(
+                        Step::Restore,
+                        "the images changed in the restore that failed on the injected fault",
+                    )
+                    .with_run(run));
+                }
+                // Every task the images name: the engine must have removed all it created.
+                let mut tree = BTreeSet::from([self.pid]);
+                if let Ok(inv) = images::ImageDir::open(&self.img_dir(it, "dump"))
+                    .and_then(|d| d.read_inventory())
+                {
+                    tree.extend(inv.pids);
+                }
+                let left = process::reap_gone(&tree, self.deadline);
+                if !left.is_empty() {
+                    return Err(Failure::new(
+                        Step::Restore,
+                        format!(
+                            "tasks {left:?} of the tree are still there after the restore that failed on the injected fault"
+                        ),
+                    )
+                    .with_run(run));
+                }
+                self.fault_off = true;
+                let again = self.restore(it);
+                self.fault_off = false;
+                failed = again?;
+            }
+            if let Some(run) = failed {
                 if crfail {
                     self.notes.push(format!(
                         "iteration {it}: restore failed ({}), expected (crfail)",
@@ -675,6 +723,32 @@ impl<'a> Trial<'a> {
         ))
     }
 
+    /// A digest of the image files of iteration `it` (names and contents; logs left out).
+    fn image_digest(&self, it: u32) -> Result<u64, Failure> {
+        use std::hash::Hasher;
+        let dir = self.img_dir(it, "dump");
+        let fail = |e: std::io::Error| {
+            Failure::new(
+                Step::Restore,
+                format!("reading the images in {}: {e}", dir.display()),
+            )
+        };
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(fail)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_none_or(|x| x != "log"))
+            .collect();
+        names.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for p in names {
+            h.write(p.as_os_str().as_encoded_bytes());
+            if p.is_file() {
+                h.write(&std::fs::read(&p).map_err(fail)?);
+            }
+        }
+        Ok(h.finish())
+    }
+
     fn img_dir(&self, it: u32, leaf: &str) -> PathBuf {
         self.dir.join(format!("iter-{it}")).join(leaf)
     }
@@ -690,10 +764,22 @@ impl<'a> Trial<'a> {
         out: PathBuf,
         log: Option<(PathBuf, PathBuf)>,
     ) -> Result<Run, Failure> {
-        let mut run = self
-            .cfg
-            .driver
-            .run(what, &args, self.work.path(), &out, None, self.deadline)
+        let driver = &self.cfg.driver;
+        let fault = if self.fault_off {
+            None
+        } else {
+            driver.fault.as_deref()
+        };
+        let mut run = driver
+            .run_with_fault(
+                what,
+                &args,
+                self.work.path(),
+                &out,
+                None,
+                self.deadline,
+                fault,
+            )
             .map_err(|e| Failure::new(step, chain(&e)))?;
         if let Some((inside, beside)) = log {
             run.log = Some(match std::fs::rename(&inside, &beside) {

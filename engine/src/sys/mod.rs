@@ -674,15 +674,22 @@ pub fn become_subreaper() {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
 }
 
-/// `waitpid(-1, &st, __WALL | WNOHANG)` until nothing is left to reap.
-pub fn reap_all() {
+/// After a failed restore whose tasks were all sent SIGKILL: reaps every descendant as it dies
+/// (crust is their subreaper), until none is left or `limit` has passed. (No second round of
+/// kills: a reaped task's pid may already belong to someone else.)
+pub fn reap_descendants(limit: std::time::Duration) {
+    let until = std::time::Instant::now() + limit;
     loop {
         let mut st = 0;
         // SAFETY: out pointer to a local.
         let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WNOHANG) };
-        if r <= 0 {
+        if r > 0 {
+            continue;
+        }
+        if r < 0 || std::time::Instant::now() >= until {
             return;
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
