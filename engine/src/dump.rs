@@ -12,7 +12,7 @@
 //! reports. The inventory is written last, so a directory without one is never taken for a
 //! complete dump.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -409,6 +409,7 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
     let in_tree: HashSet<i32> = tree.procs.iter().map(|p| p.pid).collect();
     // Files need the tree's pids to tell pipes leading outside it.
     let mut files = files::FilesCtx::new(dir, opts, &in_tree)?;
+    let mut vdso_ips = HashMap::new();
     // Memory of the whole tree (mm::DumpMem): one pages file, shmem objects once, the write
     // trackers of an earlier pre-dump taken back.
     let mut mem = mm::DumpMem::new(
@@ -504,7 +505,7 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             });
         }
         if !p.zombie {
-            let (n, subreaper) = dump_process(p, opts, dir, &mut files, &mut mem)?;
+            let (n, subreaper) = dump_process(p, opts, dir, &mut files, &mut mem, &mut vdso_ips)?;
             pages += n;
             entry.subreaper = subreaper;
         }
@@ -642,6 +643,7 @@ fn dump_process(
     dir: &ImageDir,
     files: &mut files::FilesCtx,
     mem: &mut mm::DumpMem,
+    vdso_ips: &mut HashMap<u64, RemoteAddr>,
 ) -> Result<(u64, bool), DumpError> {
     // An exited leader has no mm, files or fs left to show: /proc is read through a live
     // thread of the process (its tid names the same process there).
@@ -656,6 +658,19 @@ fn dump_process(
     let mut vmas = proc::maps(pid)?;
     for v in &vmas {
         mm::check_dumpable(pid, v)?;
+    }
+    // Every process maps the kernel's one vDSO: where it sits at the same address, the
+    // `syscall` instruction found in it once serves every task (no search per task).
+    if let Some(vdso) = vmas.iter().find(|v| v.name == "[vdso]") {
+        let ip = match vdso_ips.get(&vdso.start) {
+            Some(&ip) => ip,
+            None => {
+                let ip = p.threads[0].find_syscall_ip()?;
+                vdso_ips.insert(vdso.start, ip);
+                ip
+            }
+        };
+        p.threads.iter_mut().for_each(|t| t.set_syscall_ip(ip));
     }
     // The scratch page before smaps: mmap needs the mm lock smaps holds while it walks.
     let scratch = p.scratch()?;

@@ -207,6 +207,9 @@ pub(crate) struct DumpMem {
     retired: Vec<(i32, OwnedFd)>,
     keeper: String,
     scans: HashMap<i32, ScanInfo>,
+    /// Identity of each mapped file met so far, by what maps shows of it (device, inode,
+    /// path): the tasks of a tree map the same libraries, looked up once per dump.
+    files: HashMap<((u32, u32), u64, String), FileId>,
     /// `/proc/PID/pagemap` of the task being dumped when it has children.
     pagemap: Option<File>,
     finished: bool,
@@ -282,6 +285,7 @@ impl DumpMem {
             retired: Vec::new(),
             keeper: track::keeper_name(),
             scans: HashMap::new(),
+            files: HashMap::new(),
             pagemap: None,
             finished: false,
         })
@@ -520,16 +524,26 @@ impl DumpMem {
             check_dumpable(pid, v)?;
             let (file, shmem) = match kind {
                 VmaKind::VmaFilePrivate | VmaKind::VmaFileShared => {
-                    let through = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
-                    let id = file_id(&v.name, &through).map_err(|source| DumpError::Io {
-                        pid,
-                        path: through.into(),
-                        source,
-                    })?;
-                    match std::fs::metadata(&v.name) {
-                        Ok(md) if md.dev() == id.dev && md.ino() == id.ino => {}
-                        _ => return Err(unsupported("the path now names another file")),
-                    }
+                    let key = (v.dev, v.ino, v.name.clone());
+                    let id = match self.files.get(&key) {
+                        Some(id) => id.clone(),
+                        None => {
+                            let through =
+                                format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+                            let id =
+                                file_id(&v.name, &through).map_err(|source| DumpError::Io {
+                                    pid,
+                                    path: through.into(),
+                                    source,
+                                })?;
+                            match std::fs::metadata(&v.name) {
+                                Ok(md) if md.dev() == id.dev && md.ino() == id.ino => {}
+                                _ => return Err(unsupported("the path now names another file")),
+                            }
+                            self.files.insert(key, id.clone());
+                            id
+                        }
+                    };
                     (Some(id), None)
                 }
                 VmaKind::VmaAnonShared | VmaKind::VmaShmem => {

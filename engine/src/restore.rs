@@ -1133,7 +1133,16 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     let img = task.images.as_ref().expect("live task");
     let pid = task.entry.pid;
     let t = &mut threads[0];
-    t.find_syscall_ip()?;
+    // Every task is a fork of crust, with crust's vDSO where crust has it: the `syscall`
+    // instruction found in the first serves them all.
+    static SYSCALL_IP: std::sync::OnceLock<RemoteAddr> = std::sync::OnceLock::new();
+    match SYSCALL_IP.get() {
+        Some(&ip) => t.set_syscall_ip(ip),
+        None => {
+            let ip = t.find_syscall_ip()?;
+            let _ = SYSCALL_IP.set(ip);
+        }
+    }
     // glibc's rseq area is about to disappear: unregister it first.
     let rseq = t.rseq_configuration()?;
     if rseq.rseq_abi_pointer != 0 {
