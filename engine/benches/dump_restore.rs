@@ -5,6 +5,7 @@
 //! and the throughput for memory scenarios. Images go to `$CRUST_BENCH_DIR` (default: a
 //! temporary directory under /tmp). This machine is noisy: compare medians, not single runs.
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, ForkResult, Pid};
+
+mod common;
 
 const CRUST: &str = env!("CARGO_BIN_EXE_crust");
 const RUNS: usize = 5;
@@ -35,28 +38,6 @@ fn pause_forever() -> ! {
     }
 }
 
-/// Leaves the victim nothing of the bench's own: stdio on /dev/null (a pipe to cargo would lead
-/// outside the dumped tree) and no other inherited descriptor but `keep`.
-fn isolate(keep: &impl std::os::fd::AsRawFd) {
-    let null = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .unwrap();
-    nix::unistd::dup2_stdin(&null).unwrap();
-    nix::unistd::dup2_stdout(&null).unwrap();
-    nix::unistd::dup2_stderr(&null).unwrap();
-    drop(null);
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2 && fd != keep.as_raw_fd())
-        .collect();
-    for fd in fds {
-        let _ = nix::unistd::close(fd);
-    }
-}
-
 /// Forks the victim; returns its pid once it is ready (it writes a byte to a pipe).
 fn spawn(v: Victim) -> Pid {
     let (r, w) = nix::unistd::pipe().unwrap();
@@ -65,7 +46,7 @@ fn spawn(v: Victim) -> Pid {
     match unsafe { fork() }.unwrap() {
         ForkResult::Child => {
             drop(r);
-            isolate(&w);
+            common::isolate(&[w.as_raw_fd()]);
             match v {
                 Victim::Memory(mib) => {
                     let mut mem = vec![0u8; mib << 20];

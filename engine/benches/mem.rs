@@ -20,6 +20,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
+mod common;
+
 const CRUST: &str = env!("CARGO_BIN_EXE_crust");
 
 /// A victim: `mib` MiB of dirtied anonymous memory; on a byte from its command pipe it dirties
@@ -39,15 +41,7 @@ fn spawn(mib: usize) -> Victim {
         ForkResult::Child => {
             drop(ready_r);
             drop(cmd_w);
-            // Nothing of the bench's own (cargo's pipes) in the victim.
-            let null = std::fs::File::options()
-                .read(true)
-                .write(true)
-                .open("/dev/null")
-                .unwrap();
-            nix::unistd::dup2_stdin(&null).unwrap();
-            nix::unistd::dup2_stdout(&null).unwrap();
-            nix::unistd::dup2_stderr(&null).unwrap();
+            common::isolate(&[ready_w.as_raw_fd(), cmd_r.as_raw_fd()]);
             let mut mem = vec![0u8; mib << 20];
             for (i, b) in mem.iter_mut().enumerate().step_by(4096) {
                 *b = (i >> 12) as u8 | 1;

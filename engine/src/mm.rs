@@ -944,20 +944,9 @@ pub(crate) fn restore(
     if !clash {
         for &(from, len, to) in moves.iter().filter(|m| m.0 != m.2) {
             // MREMAP_FIXED: the area lands at `to` or the call fails.
-            q.push(
-                t,
-                pid,
-                libc::SYS_mremap,
-                [
-                    from,
-                    len,
-                    len,
-                    (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                    to,
-                    0,
-                ],
-                || format!("mremap {from:#x} to {to:#x}"),
-            )?;
+            q.push(t, pid, libc::SYS_mremap, mremap_args(from, len, to), || {
+                format!("mremap {from:#x} to {to:#x}")
+            })?;
         }
         moves.clear();
     }
@@ -1249,24 +1238,19 @@ fn map_anon(
     mremap(t, pid, at, len, v.start)
 }
 
+/// `mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)`.
+fn mremap_args(from: u64, len: u64, to: u64) -> [u64; 6] {
+    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    [from, len, len, flags, to, 0]
+}
+
 fn mremap(t: &mut Tracee, pid: i32, from: u64, len: u64, to: u64) -> Result<(), RestoreError> {
     if from == to {
         return Ok(());
     }
-    let got = rsys(
-        t,
-        pid,
-        libc::SYS_mremap,
-        [
-            from,
-            len,
-            len,
-            (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-            to,
-            0,
-        ],
-        || format!("mremap {from:#x} to {to:#x}"),
-    )?;
+    let got = rsys(t, pid, libc::SYS_mremap, mremap_args(from, len, to), || {
+        format!("mremap {from:#x} to {to:#x}")
+    })?;
     if got != to {
         return Err(RestoreError::Layout {
             pid,

@@ -430,27 +430,7 @@ impl Tracee {
         regs.orig_rax = u64::MAX;
         self.set_regs(&regs)?;
         sys::singlestep(tid).map_err(ptrace_err(tid, "PTRACE_SINGLESTEP"))?;
-        let status = sys::wait(tid).map_err(ptrace_err(tid, "waitpid"))?;
-        match status {
-            WaitStatus::Stopped {
-                sig: libc::SIGTRAP,
-                event: 0,
-            } => {}
-            WaitStatus::Stopped { .. } => {
-                return Err(ParasiteError::UnexpectedStop {
-                    tid,
-                    op: "remote syscall",
-                    status,
-                })
-            }
-            _ => {
-                return Err(ParasiteError::Gone {
-                    tid,
-                    op: "remote syscall",
-                    status,
-                })
-            }
-        }
+        wait_trap(tid, "remote syscall")?;
         let after = self.get_regs()?;
         if after.rip != ip.0 + 2 {
             return Err(ParasiteError::StrayIp {
@@ -494,27 +474,7 @@ impl Tracee {
         // Every signal but SIGKILL/SIGSTOP stays blocked (ALL_SIGNALS since the seize): the
         // code runs to its int3 undisturbed.
         sys::cont(tid, 0).map_err(ptrace_err(tid, "PTRACE_CONT"))?;
-        let status = sys::wait(tid).map_err(ptrace_err(tid, "waitpid"))?;
-        match status {
-            WaitStatus::Stopped {
-                sig: libc::SIGTRAP,
-                event: 0,
-            } => {}
-            WaitStatus::Stopped { .. } => {
-                return Err(ParasiteError::UnexpectedStop {
-                    tid,
-                    op: "remote syscall batch",
-                    status,
-                })
-            }
-            _ => {
-                return Err(ParasiteError::Gone {
-                    tid,
-                    op: "remote syscall batch",
-                    status,
-                })
-            }
-        }
+        wait_trap(tid, "remote syscall batch")?;
         let end = code.0 + BATCH_CODE.len() as u64;
         let after = self.get_regs()?;
         if after.rip != end {
@@ -668,6 +628,19 @@ impl Tracee {
                 }
             }
         }
+    }
+}
+
+/// Waits for the SIGTRAP stop that ends a remote call (single-step or int3) of `op`.
+fn wait_trap(tid: Tid, op: &'static str) -> Result<()> {
+    let status = sys::wait(tid).map_err(ptrace_err(tid, "waitpid"))?;
+    match status {
+        WaitStatus::Stopped {
+            sig: libc::SIGTRAP,
+            event: 0,
+        } => Ok(()),
+        WaitStatus::Stopped { .. } => Err(ParasiteError::UnexpectedStop { tid, op, status }),
+        _ => Err(ParasiteError::Gone { tid, op, status }),
     }
 }
 
