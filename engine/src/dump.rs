@@ -739,7 +739,8 @@ fn dump_process(
         // A removed working directory is made again at restore (files::ghost).
         cwd_ghost: files.dump_cwd(pid, &cwd)?,
         cwd,
-        root: proc::readlink(format!("/proc/{pid}/root"))?,
+        // A root restore could not bring back by its path is refused here (files::root).
+        root: files.dump_root(pid, proc::readlink(format!("/proc/{pid}/root"))?)?,
         umask,
     };
     let limits_path = PathBuf::from(format!("/proc/{pid}/limits"));

@@ -65,6 +65,10 @@ pub enum DumpError {
     },
     #[error("pid {pid}: {what} not supported yet")]
     Unsupported { pid: i32, what: String },
+    /// A root directory restore could not bring back as it was (removed, or out of reach
+    /// of the mount namespace's root).
+    #[error("pid {pid}: root directory {path} cannot be restored: {why}")]
+    Root { pid: i32, path: String, why: String },
     /// A System V segment of an IPC namespace the tree does not own (the host's).
     #[error("pid {pid}: System V shared memory shmid {shmid} attached at {addr:#x} belongs to an IPC namespace outside the tree: not dumped")]
     SysvShmOutside { pid: i32, addr: u64, shmid: i32 },

@@ -104,6 +104,8 @@ pub(crate) fn file_id(path: &str, through: &str) -> std::io::Result<FileId> {
         ino: md.ino(),
         size: md.size(),
         mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        // Read for executables only (files::elf::build_id_at).
+        build_id: Vec::new(),
     })
 }
 
@@ -540,10 +542,20 @@ impl DumpMem {
                                 Ok(md) if md.dev() == id.dev && md.ino() == id.ino => {}
                                 _ => return Err(unsupported("the path now names another file")),
                             }
-                            self.files.insert(key, id.clone());
+                            self.files.insert(key.clone(), id.clone());
                             id
                         }
                     };
+                    // The ELF build-id of executable mappings, checked at restore
+                    // (files::elf); the cached identity keeps it for the next ones.
+                    let mut id = id;
+                    if v.exec && id.build_id.is_empty() {
+                        let through = format!("/proc/{pid}/map_files/{:x}-{:x}", v.start, v.end);
+                        id.build_id = crate::files::elf::build_id_at(&through);
+                        if !id.build_id.is_empty() {
+                            self.files.insert(key, id.clone());
+                        }
+                    }
                     (Some(id), None)
                 }
                 VmaKind::VmaAnonShared | VmaKind::VmaShmem => {
@@ -578,11 +590,24 @@ impl DumpMem {
             .collect();
         let exe_link = format!("/proc/{pid}/exe");
         let exe_path = proc::readlink(&exe_link)?;
-        let exe = file_id(&exe_path, &exe_link).map_err(|source| DumpError::Io {
+        let mut exe = file_id(&exe_path, &exe_link).map_err(|source| DumpError::Io {
             pid,
-            path: exe_link.into(),
+            path: exe_link.clone().into(),
             source,
         })?;
+        exe.build_id = crate::files::elf::build_id_at(&exe_link);
+        // Every mapping of a file carries the build-id one executable mapping of it found.
+        let ids: HashMap<String, Vec<u8>> = entries
+            .iter()
+            .filter_map(|e| e.file.as_ref())
+            .filter(|f| !f.build_id.is_empty())
+            .map(|f| (f.path.clone(), f.build_id.clone()))
+            .collect();
+        for f in entries.iter_mut().filter_map(|e| e.file.as_mut()) {
+            if let Some(id) = ids.get(&f.path) {
+                f.build_id.clone_from(id);
+            }
+        }
         Ok(MmEntry {
             start_code: stat.start_code,
             end_code: stat.end_code,

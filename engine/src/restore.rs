@@ -111,6 +111,9 @@ struct Task {
     cwd: CString,
     /// A descriptor of its removed working directory to `fchdir` to instead, or -1.
     cwd_fd: i32,
+    /// The directory to `chroot` into once the working directory is set (the saved root,
+    /// as the tree's mount namespace names it), or empty for the namespace's own root.
+    root: CString,
     comm: CString,
     mm_fds: MmFds,
     /// Areas the task prepares before it forks, for its children to inherit (mm::inherit).
@@ -212,12 +215,16 @@ fn check_layout(mm: &MmEntry, image: &Path) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// A file a mapping or the exe refers to must still be the one that was dumped.
-fn check_file(f: &images::pb::FileId) -> Result<(), RestoreError> {
+/// A file a mapping or the exe refers to must still be the one that was dumped: same size,
+/// mtime and ELF build-id, unless `skip` (`--skip-file-validation`).
+fn check_file(f: &images::pb::FileId, skip: bool) -> Result<(), RestoreError> {
     let md = std::fs::metadata(&f.path).map_err(|source| RestoreError::File {
         path: f.path.clone(),
         source,
     })?;
+    if skip {
+        return Ok(());
+    }
     let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
     if md.size() != f.size {
         return Err(RestoreError::FileChanged {
@@ -230,6 +237,23 @@ fn check_file(f: &images::pb::FileId) -> Result<(), RestoreError> {
             path: f.path.clone(),
             what: "modified since dump".into(),
         });
+    }
+    if !f.build_id.is_empty() {
+        let now = std::fs::File::open(&f.path).map_err(|source| RestoreError::File {
+            path: f.path.clone(),
+            source,
+        })?;
+        let now = files::elf::build_id_of(&now).unwrap_or_default();
+        if now != f.build_id {
+            return Err(RestoreError::FileChanged {
+                path: f.path.clone(),
+                what: format!(
+                    "build-id changed: was {}, now {}",
+                    files::elf::hex(&f.build_id),
+                    files::elf::hex(&now)
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -306,6 +330,7 @@ fn plan(
             transport: None,
             cwd: CString::default(),
             cwd_fd: -1,
+            root: CString::default(),
             // A zombie's name; a live task's comes with its images below.
             comm: CString::new(e.comm.as_bytes()).unwrap_or_default(),
             mm_fds: MmFds {
@@ -433,12 +458,12 @@ fn plan(
             Ok(next - 1)
         };
         let exe = img.mm.exe.clone().unwrap_or_default();
-        check_file(&exe)?;
+        check_file(&exe, opts.skip_file_validation)?;
         t.mm_fds.exe = service(&exe.path, &mut send, &mut t.places)?;
         for v in &img.mm.vmas {
             if let Some(f) = &v.file {
                 if !t.mm_fds.files.iter().any(|(p, _)| p == &f.path) {
-                    check_file(f)?;
+                    check_file(f, opts.skip_file_validation)?;
                     let fd = service(&f.path, &mut send, &mut t.places)?;
                     t.mm_fds.files.push((f.path.clone(), fd));
                 }
@@ -483,6 +508,9 @@ fn plan(
         }
         t.transport = Some((ours, theirs));
         t.cwd = cstring(&img.fs.cwd, &dir.file_path(ImageKind::Fs, id))?;
+        if img.fs.root != "/" {
+            t.root = cstring(&img.fs.root, &dir.file_path(ImageKind::Fs, id))?;
+        }
         let task_core = img.cores[0].task.as_ref().expect("checked in load");
         t.comm = cstring(&task_core.comm, &dir.file_path(ImageKind::Core, id))?;
     }
@@ -794,6 +822,12 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
     };
     if cd.is_err() {
         child::exit(61);
+    }
+    // The root after the working directory (chroot leaves it as it is): both saved paths
+    // are absolute in the tree's mount namespace, where this task still sits at its root,
+    // and a working directory outside the root comes back as well.
+    if !t.root.is_empty() && child::chroot(&t.root).is_err() {
+        child::exit(63);
     }
     let _ = child::set_name(&t.comm);
     report(ctl, i);

@@ -529,3 +529,178 @@ fn a_lease_being_broken_is_refused() {
     let _ = v.kill();
     let _ = v.wait();
 }
+
+/// Where the 20-byte GNU build-id of an ELF file starts, found by its note header.
+fn build_id_at(elf: &[u8]) -> usize {
+    let mut head = Vec::new();
+    for w in [4u32, 20, 3] {
+        head.extend_from_slice(&w.to_le_bytes());
+    }
+    head.extend_from_slice(b"GNU\0");
+    elf.windows(head.len())
+        .position(|w| w == head.as_slice())
+        .expect("a GNU build-id note")
+        + head.len()
+}
+
+#[test]
+fn elf_build_id_changed_since_dump_fails_restore_unless_skipped() {
+    subreaper();
+    let d = tempfile::tempdir().unwrap();
+    let exe = d.path().join("sleeper");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let img = d.path().join("img");
+    let mut v = Command::new(&exe)
+        .arg("1000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = v.id();
+    // Running the copy: its exe link names it.
+    for _ in 0..500 {
+        if std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .as_deref()
+            == Some(exe.as_path())
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (ok, msg) = run(Command::new(CRUST).args([
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        img.to_str().unwrap(),
+    ]));
+    assert!(ok, "{msg}");
+    v.wait().unwrap();
+
+    // The same size and mtime, another build-id.
+    let mtime = std::fs::metadata(&exe).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let at = build_id_at(&bytes);
+    let was: String = bytes[at..at + 20]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    bytes[at..at + 20].iter_mut().for_each(|b| *b ^= 0xff);
+    let now: String = bytes[at..at + 20]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(&exe, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&exe).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+
+    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img.to_str().unwrap(), "-d"]));
+    assert!(!ok, "restored over a changed build-id");
+    assert!(
+        msg.contains(&format!(
+            "{}: changed since dump (build-id changed: was {was}, now {now})",
+            exe.display()
+        )),
+        "{msg}"
+    );
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let (ok, msg) = run(Command::new(CRUST).args([
+        "restore",
+        "-D",
+        img.to_str().unwrap(),
+        "-d",
+        "--skip-file-validation",
+    ]));
+    assert!(ok, "{msg}");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        exe,
+        "restored exe"
+    );
+    kill(pid);
+}
+
+/// A python victim chrooted into `root`, its stdio on /dev/null; ready once it made /ready
+/// there.
+fn chrooted_victim(root: &std::path::Path) -> Child {
+    let script = format!(
+        "import os, time\nos.closerange(3, 1 << 16)\nos.chroot({:?})\nos.chdir('/')\n\
+         open('/ready', 'w').close()\ntime.sleep(1000)\n",
+        root.to_str().unwrap()
+    );
+    let c = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if root.join("ready").exists() {
+            std::fs::remove_file(root.join("ready")).unwrap();
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("victim not ready");
+}
+
+#[test]
+fn removed_or_covered_root_is_refused_at_dump_naming_pid_and_path() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("img");
+    let dump = |pid: u32| {
+        run(Command::new(CRUST).args(["dump", "-t", &pid.to_string(), "-D", img.to_str().unwrap()]))
+    };
+
+    // Removed while the victim sits in it.
+    let root = d.path().join("gone");
+    std::fs::create_dir(&root).unwrap();
+    let mut v = chrooted_victim(&root);
+    let pid = v.id();
+    std::fs::remove_dir(&root).unwrap();
+    let (ok, msg) = dump(pid);
+    assert!(!ok);
+    assert!(
+        msg.contains(&format!(
+            "pid {pid}: root directory {} (deleted) cannot be restored: it was removed",
+            root.display()
+        )),
+        "{msg}"
+    );
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    v.kill().unwrap();
+    v.wait().unwrap();
+
+    // Its path now leads to a file system mounted over it.
+    let root = d.path().join("covered");
+    std::fs::create_dir(&root).unwrap();
+    let mut v = chrooted_victim(&root);
+    let pid = v.id();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let (ok, msg) = dump(pid);
+    nix::mount::umount(&root).unwrap();
+    assert!(!ok);
+    assert!(
+        msg.contains(&format!(
+            "pid {pid}: root directory {} cannot be restored: the path leads to another directory",
+            root.display()
+        )),
+        "{msg}"
+    );
+    // Uncovered again, it dumps.
+    let (ok, msg) = dump(pid);
+    assert!(ok, "{msg}");
+    v.wait().unwrap();
+}

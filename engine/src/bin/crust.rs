@@ -99,7 +99,7 @@ enum Cmd {
         /// path), as for a pipe dumped with --external.
         #[arg(long = "inherit-fd", value_name = "fd[N]:KEY")]
         inherit_fd: Vec<String>,
-        /// Restore regular files even if their size changed since the dump.
+        /// Restore files even if their size, mtime or ELF build-id changed since the dump.
         #[arg(long = "skip-file-validation")]
         skip_file_validation: bool,
         #[command(flatten)]

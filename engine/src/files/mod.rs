@@ -12,12 +12,15 @@
 //!   unless named with `--external pipe[INO]`, and restored from `--inherit-fd`;
 //! - [`fifo`]: named pipes, with their queues;
 //! - [`memfd`] and [`eventfd`];
-//! - [`locks`]: flock, OFD and POSIX locks and leases (`--file-locks`).
+//! - [`locks`]: flock, OFD and POSIX locks and leases (`--file-locks`);
+//! - [`root`]: a task's root directory, checked to be reachable by its path;
+//! - [`elf`]: the build-id of mapped ELF files and the exe, checked at restore.
 //!
 //! Anything else is refused at dump time with the fd and what it points to. Contents go to the
 //! raw `files-data.img` ([`data`]).
 
 pub(crate) mod data;
+pub(crate) mod elf;
 pub(crate) mod eventfd;
 pub(crate) mod fifo;
 pub(crate) mod ghost;
@@ -26,6 +29,7 @@ pub(crate) mod locks;
 pub(crate) mod memfd;
 pub(crate) mod pipe;
 pub(crate) mod reg;
+pub(crate) mod root;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{OwnedFd, RawFd};
@@ -95,6 +99,8 @@ pub(crate) struct FilesCtx {
     outside: pipe::Outside,
     file_locks: bool,
     remaps: link_remap::Remaps,
+    /// The pids of the tree.
+    tree: HashSet<i32>,
 }
 
 impl FilesCtx {
@@ -120,6 +126,7 @@ impl FilesCtx {
             outside: pipe::Outside::new(tree.clone(), external),
             file_locks: opts.file_locks,
             remaps: link_remap::Remaps::new(opts.link_remap),
+            tree: tree.clone(),
         })
     }
 
@@ -219,6 +226,13 @@ impl FilesCtx {
             return Ok(None);
         }
         Ok(Some(self.ghosts.dump_dir(&md, path)))
+    }
+
+    /// The root directory of the frozen task `pid`, what `/proc/PID/root` reads, once it is
+    /// known to lead back to the same directory ([`root::check`]).
+    pub(crate) fn dump_root(&self, pid: i32, root: String) -> Result<String, DumpError> {
+        root::check(pid, &root, &self.tree)?;
+        Ok(root)
     }
 
     /// A description seen for the first time: what it is, its state, and its contents.

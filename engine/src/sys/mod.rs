@@ -203,6 +203,11 @@ pub mod child {
         // SAFETY: integers only.
         ret(unsafe { libc::fchdir(fd) } as i64)
     }
+    /// `chroot(path)`
+    pub fn chroot(path: &CStr) -> Raw {
+        // SAFETY: valid C string.
+        ret(unsafe { libc::chroot(path.as_ptr()) } as i64)
+    }
     /// `prctl(PR_SET_NAME, name)`
     pub fn set_name(name: &CStr) -> Raw {
         // SAFETY: valid C string; the kernel copies at most 16 bytes.

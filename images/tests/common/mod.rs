@@ -113,6 +113,7 @@ pub fn file_id(path: &str) -> pb::FileId {
         ino: 131_077,
         size: 1_234_567,
         mtime_ns: -5,
+        build_id: vec![0x5a; 20],
     }
 }
 
