@@ -559,10 +559,13 @@ impl TaskPages {
     }
 }
 
-/// The pages files restore reads, opened once each.
+/// The pages files restore reads, opened once each, and mapped whole once each for the page
+/// fills of every task (a mapping per run would cost an mmap and a munmap, with its TLB
+/// shootdown across crust's workers, per run).
 #[derive(Default)]
 pub(crate) struct PageFiles {
     files: Vec<(PathBuf, File)>,
+    maps: Vec<std::sync::OnceLock<sys::Mapped>>,
 }
 
 impl PageFiles {
@@ -581,12 +584,38 @@ impl PageFiles {
             source,
         })?;
         self.files.push((path.to_owned(), f));
+        self.maps.push(std::sync::OnceLock::new());
         Ok(self.files.len() as u32 - 1)
     }
 
     pub fn get(&self, i: u32) -> (&Path, &File) {
         let (p, f) = &self.files[i as usize];
         (p, f)
+    }
+
+    /// `len` bytes at `off` of file `i`, through its whole-file mapping (made on first use).
+    fn bytes(&self, i: u32, off: u64, len: u64) -> Result<&[u8], RestoreError> {
+        let (path, file) = self.get(i);
+        let err = |source| RestoreError::File {
+            path: format!("{} at offset {off}", path.display()),
+            source,
+        };
+        let map = match self.maps[i as usize].get() {
+            Some(m) => m,
+            None => {
+                let size = file.metadata().map_err(err)?.len();
+                let m = sys::Mapped::whole(file.as_raw_fd(), size as usize).map_err(err)?;
+                // Another worker may have mapped it meanwhile: either mapping serves.
+                let _ = self.maps[i as usize].set(m);
+                self.maps[i as usize].get().expect("just set")
+            }
+        };
+        let data = map.as_slice();
+        let end = off.checked_add(len).filter(|&e| e <= data.len() as u64);
+        match end {
+            Some(end) => Ok(&data[off as usize..end as usize]),
+            None => Err(err(std::io::Error::from_raw_os_error(libc::EOVERFLOW))),
+        }
     }
 }
 
@@ -753,13 +782,7 @@ pub(crate) fn fill(
         total,
         || (),
         |_, r| {
-            let (path, file) = files.get(r.file);
-            let io = |source| RestoreError::File {
-                path: format!("{} at offset {}", path.display(), r.off),
-                source,
-            };
-            let map = sys::Mapped::file(file.as_raw_fd(), r.off, r.len as usize).map_err(io)?;
-            let data = map.as_slice();
+            let data = files.bytes(r.file, r.off, r.len)?;
             let mut done = 0;
             while done < data.len() {
                 let at = r.vaddr + done as u64;

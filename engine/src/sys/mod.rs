@@ -386,6 +386,15 @@ unsafe impl Sync for Mapped {}
 impl Mapped {
     /// `mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, off)`
     pub fn file(fd: RawFd, off: u64, len: usize) -> io::Result<Mapped> {
+        Self::map(fd, off, len, libc::MAP_POPULATE)
+    }
+
+    /// `mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0)`: a whole file, faulted in as read.
+    pub fn whole(fd: RawFd, len: usize) -> io::Result<Mapped> {
+        Self::map(fd, 0, len, 0)
+    }
+
+    fn map(fd: RawFd, off: u64, len: usize, extra: i32) -> io::Result<Mapped> {
         if len == 0 {
             return Ok(Mapped {
                 ptr: std::ptr::null_mut(),
@@ -398,7 +407,7 @@ impl Mapped {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | extra,
                 fd,
                 off as libc::off_t,
             )
