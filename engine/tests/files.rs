@@ -72,6 +72,19 @@ fn kill(pid: u32) {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
 }
 
+/// A restore of `img` must fail with `expected` in its message and leave no task `pid`;
+/// with `--skip-file-validation` it must then succeed.
+fn refused_then_restored_unchecked(img: &std::path::Path, pid: u32, expected: &str) {
+    let img = img.to_str().unwrap();
+    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img, "-d"]));
+    assert!(!ok, "restored over a changed file");
+    assert!(msg.contains(expected), "{msg}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let (ok, msg) =
+        run(Command::new(CRUST).args(["restore", "-D", img, "-d", "--skip-file-validation"]));
+    assert!(ok, "{msg}");
+}
+
 #[test]
 fn pipe_to_outside_is_refused_then_inherited() {
     subreaper();
@@ -211,24 +224,14 @@ fn file_changed_since_dump_fails_restore_unless_skipped() {
         .unwrap()
         .write_all(b"more")
         .unwrap();
-    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img.to_str().unwrap(), "-d"]));
-    assert!(!ok);
-    assert!(
-        msg.contains(&format!(
+    refused_then_restored_unchecked(
+        &img,
+        pid,
+        &format!(
             "{}: changed since dump (size 10 at dump, 14 now",
             file.display()
-        )),
-        "{msg}"
+        ),
     );
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let (ok, msg) = run(Command::new(CRUST).args([
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "-d",
-        "--skip-file-validation",
-    ]));
-    assert!(ok, "{msg}");
     let pos = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
     assert!(
         pos.starts_with("pos:\t3\n") || pos.contains("pos:\t10"),
@@ -597,24 +600,14 @@ fn elf_build_id_changed_since_dump_fails_restore_unless_skipped() {
     f.set_modified(mtime).unwrap();
     drop(f);
 
-    let (ok, msg) = run(Command::new(CRUST).args(["restore", "-D", img.to_str().unwrap(), "-d"]));
-    assert!(!ok, "restored over a changed build-id");
-    assert!(
-        msg.contains(&format!(
+    refused_then_restored_unchecked(
+        &img,
+        pid,
+        &format!(
             "{}: changed since dump (build-id changed: was {was}, now {now})",
             exe.display()
-        )),
-        "{msg}"
+        ),
     );
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let (ok, msg) = run(Command::new(CRUST).args([
-        "restore",
-        "-D",
-        img.to_str().unwrap(),
-        "-d",
-        "--skip-file-validation",
-    ]));
-    assert!(ok, "{msg}");
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
         exe,
