@@ -106,8 +106,9 @@ struct Task {
     svc_base: i32,
     /// Placement of each descriptor crust sends: its number in the task and close-on-exec.
     places: Vec<(i32, bool)>,
-    /// Crust's end of the fd transport (sent before the fork) and the task's end.
-    transport: Option<(OwnedFd, OwnedFd)>,
+    /// The task's end of its fd transport, its descriptors already queued in it. (Crust's end
+    /// is closed once they are sent: every task inherits what crust holds at the fork.)
+    transport: Option<OwnedFd>,
     cwd: CString,
     /// A descriptor of its removed working directory to `fchdir` to instead, or -1.
     cwd_fd: i32,
@@ -506,7 +507,8 @@ fn plan(
                 source,
             })?;
         }
-        t.transport = Some((ours, theirs));
+        drop(ours);
+        t.transport = Some(theirs);
         t.cwd = cstring(&img.fs.cwd, &dir.file_path(ImageKind::Fs, id))?;
         if img.fs.root != "/" {
             t.root = cstring(&img.fs.root, &dir.file_path(ImageKind::Fs, id))?;
@@ -838,7 +840,7 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
 
 /// Takes the task's descriptors from its transport and puts each at its number.
 fn receive_fds(t: &Task, ctl: &Ctl) -> Result<(), i32> {
-    let Some((_, sock)) = &t.transport else {
+    let Some(sock) = &t.transport else {
         return Ok(());
     };
     let ctl_min = t.places.iter().map(|p| p.0).max().unwrap_or(2) + 1;
