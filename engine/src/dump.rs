@@ -173,7 +173,23 @@ impl Proc {
     }
 }
 
-fn remote_in(
+/// Writes the pagemap and mm images of process `pid`.
+pub(crate) fn write_mm(
+    dir: &ImageDir,
+    pid: i32,
+    pagemap: &[images::pb::PagemapEntry],
+    mm_entry: &images::pb::MmEntry,
+) -> Result<(), DumpError> {
+    let head = PagemapHead {
+        pages_id: mm::TREE_PAGES_ID,
+    };
+    dir.write_pagemap(pid as u32, &head, pagemap)?;
+    dir.write_one(ImageKind::Mm, Some(pid as u32), mm_entry)?;
+    Ok(())
+}
+
+/// A remote syscall of `pid`'s thread `t` whose failure is a dump error naming `what`.
+pub(crate) fn remote_in(
     t: &mut Tracee,
     pid: i32,
     what: &'static str,
@@ -464,17 +480,28 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             },
         };
         if own_pidns {
-            let inner = |path: String| -> Result<i32, DumpError> {
-                let ns = crate::ns::nspids(&path)?;
+            let inner = |text: &str, path: &str| -> Result<i32, DumpError> {
+                let ns = crate::ns::nspids_in(text);
                 ns.get(1).copied().ok_or(DumpError::Unsupported {
                     pid: p.pid,
                     what: format!("a task outside the tree's pid namespace ({path}: {ns:?})"),
                 })
             };
+            // The process's status, read once for its pids, group and session inside.
+            let own_path = format!("/proc/{}/status", p.pid);
+            let own = proc::read(&own_path);
+            let through = (p.view() != p.pid)
+                .then(|| proc::read(format!("/proc/{}/status", p.view())).ok())
+                .flatten();
+            let view = match &through {
+                Some(text) => Some(text.as_str()),
+                None if p.view() == p.pid => own.as_deref().ok(),
+                None => None,
+            };
             // Group and session as seen inside (for leaders that are gone, see restore).
-            if let Ok(text) = proc::read(format!("/proc/{}/status", p.view())) {
+            if let Some(text) = view {
                 let innermost = |key| {
-                    proc::status_field(&text, key)
+                    proc::status_field(text, key)
                         .and_then(|v| v.split_whitespace().last()?.parse().ok())
                         .unwrap_or(0)
                 };
@@ -482,14 +509,16 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
                 entry.ns_sid = innermost("NSsid");
             }
             if !p.zombie {
-                entry.ns_pid = inner(format!("/proc/{}/status", p.pid))?;
+                entry.ns_pid = inner(&own?, &own_path)?;
                 for &tid in &tids {
-                    entry
-                        .ns_threads
-                        .push(inner(format!("/proc/{}/task/{tid}/status", p.pid))?);
+                    let path = format!("/proc/{}/task/{tid}/status", p.pid);
+                    entry.ns_threads.push(inner(&proc::read(&path)?, &path)?);
                 }
             } else {
-                entry.ns_pid = inner(format!("/proc/{}/status", p.pid)).unwrap_or(0);
+                entry.ns_pid = own
+                    .ok()
+                    .and_then(|text| inner(&text, &own_path).ok())
+                    .unwrap_or(0);
                 if entry.ns_pid == 0 {
                     return Err(DumpError::Unsupported {
                         pid: p.pid,
@@ -768,14 +797,7 @@ fn dump_process(
     mm_entry.track = mem.arm(pid, &mut p.threads[0], scratch, &vmas);
 
     let id = Some(p.pid as u32);
-    dir.write_pagemap(
-        p.pid as u32,
-        &PagemapHead {
-            pages_id: mm::TREE_PAGES_ID,
-        },
-        &pagemap,
-    )?;
-    dir.write_one(ImageKind::Mm, id, &mm_entry)?;
+    write_mm(dir, p.pid, &pagemap, &mm_entry)?;
     let comm = p.stat.comm.clone();
     let mut task = Some(TaskCore {
         pending_shared: shared_pending,

@@ -30,12 +30,16 @@ fn ns_id(pid: &str, kind: &str) -> Result<String, DumpError> {
 
 /// Pids of a task or thread in every pid namespace it is in, outermost first (`NSpid:`).
 pub(crate) fn nspids(path: &str) -> Result<Vec<i32>, DumpError> {
-    let status = proc::read(path)?;
-    Ok(proc::status_field(&status, "NSpid")
+    Ok(nspids_in(&proc::read(path)?))
+}
+
+/// The `NSpid:` pids of a status text already read, outermost first.
+pub(crate) fn nspids_in(status: &str) -> Vec<i32> {
+    proc::status_field(status, "NSpid")
         .unwrap_or("")
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
-        .collect())
+        .collect()
 }
 
 /// What the root of the tree owns.

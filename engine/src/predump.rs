@@ -15,8 +15,7 @@
 
 use std::path::PathBuf;
 
-use images::pb::PagemapHead;
-use images::{ImageDir, ImageKind};
+use images::ImageDir;
 
 use crate::dump::{DumpReport, Tree};
 use crate::error::DumpError;
@@ -104,15 +103,7 @@ fn frozen_part(
         let scratch = p.scratch()?;
         let mut mm_entry = mem.layout(pid, &p.stat, brk, &vmas)?;
         mm_entry.track = mem.arm(pid, &mut p.threads[0], scratch, &vmas);
-        let id = Some(p.pid as u32);
-        dir.write_pagemap(
-            p.pid as u32,
-            &PagemapHead {
-                pages_id: mm::TREE_PAGES_ID,
-            },
-            &pagemap,
-        )?;
-        dir.write_one(ImageKind::Mm, id, &mm_entry)?;
+        crate::dump::write_mm(dir, p.pid, &pagemap, &mm_entry)?;
     }
     mem.copy_shared_now()?;
     Ok(mem)

@@ -21,6 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use parasite::{RemoteAddr, Tracee};
 
+use crate::dump::remote_in as remote;
 use crate::error::DumpError;
 use crate::sys::{self, mem as sysmem};
 
@@ -32,17 +33,6 @@ const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 const UFFDIO_API: u64 = 0xc018_aa3f;
 /// `_IOWR(0xaa, 0x00, struct uffdio_register)`
 const UFFDIO_REGISTER: u64 = 0xc020_aa00;
-
-fn remote(
-    t: &mut Tracee,
-    pid: i32,
-    what: &'static str,
-    nr: i64,
-    args: [u64; 6],
-) -> Result<u64, DumpError> {
-    t.syscall_ok(nr, args)
-        .map_err(|source| DumpError::Remote { pid, what, source })
-}
 
 /// A fresh name for the keeper of this dump's trackers.
 pub(crate) fn keeper_name() -> String {
