@@ -880,16 +880,17 @@ pub(crate) struct TaskMem<'a> {
 
 /// Replaces the address space of the restore child with the saved one. On return the task
 /// holds every saved VMA with its final protection and contents, and the trampoline.
+/// `current` is the child's layout as read before the trampoline `tramp` was mapped (only its
+/// special mappings and busy ranges are used, and the trampoline is kept by its range).
 pub(crate) fn restore(
     t: &mut Tracee,
     pid: i32,
     m: &TaskMem<'_>,
-    tramp: (u64, u64),
+    (tramp, current): ((u64, u64), &[Vma]),
     q: &mut Queue,
 ) -> Result<(), RestoreError> {
     let mm = m.mm;
     let layout = |what: String| RestoreError::Layout { pid, what };
-    let current = proc::maps(pid)?;
     let placed = m.premap.placed();
     // 1. Drop everything of the child's own layout except the trampoline, the vDSO family
     // and the areas it prepared (inherited through fork).
@@ -931,7 +932,7 @@ pub(crate) fn restore(
         })
         .collect();
     let mut moves = Vec::new();
-    for v in &current {
+    for v in current {
         let Some(kind) = special_kind(&v.name) else {
             continue;
         };
@@ -976,7 +977,7 @@ pub(crate) fn restore(
         moves.clear();
     }
     q.flush(t, pid)?;
-    let staging = find_free(mm, &current, tramp, moves.iter().map(|m| m.1).sum())
+    let staging = find_free(mm, current, tramp, moves.iter().map(|m| m.1).sum())
         .ok_or_else(|| layout("no room to move the vDSO".into()))?;
     let mut at = staging;
     let mut staged = Vec::new();

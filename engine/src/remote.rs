@@ -106,20 +106,13 @@ impl Ran {
     pub(crate) fn ok(&self, i: usize) -> Result<u64, DumpError> {
         // A call that did not run: the batch stopped on the failure of the last one that did.
         let i = i.min(self.results.len().saturating_sub(1));
-        let r = self.results[i];
-        if (-4095..0).contains(&r) {
-            Err(DumpError::Remote {
+        RemoteSyscallError::check(self.tid, self.calls[i].0, self.results[i]).map_err(|source| {
+            DumpError::Remote {
                 pid: self.pid,
                 what: self.whats[i],
-                source: RemoteSyscallError::Failed {
-                    tid: self.tid,
-                    nr: self.calls[i].0,
-                    source: std::io::Error::from_raw_os_error(-r as i32),
-                },
-            })
-        } else {
-            Ok(r as u64)
-        }
+                source,
+            }
+        })
     }
 
     /// `len` output bytes at `addr` (an address [`Batch::out`] returned).
@@ -224,20 +217,16 @@ impl Queue {
             t.write_mem(self.args_at, &args)?;
         }
         let results = t.syscalls(self.code, self.table, &calls)?;
-        match results.last() {
-            Some(&r) if (-4095..0).contains(&r) => {
-                let i = results.len() - 1;
-                Err(RestoreError::Remote {
-                    pid,
-                    what: whats.swap_remove(i),
-                    source: RemoteSyscallError::Failed {
-                        tid: t.tid(),
-                        nr: calls[i].0,
-                        source: std::io::Error::from_raw_os_error(-r as i32),
-                    },
-                })
-            }
-            _ => Ok(()),
-        }
+        // Only the last call that ran can have failed: the batch stops there.
+        let Some(i) = results.len().checked_sub(1) else {
+            return Ok(());
+        };
+        RemoteSyscallError::check(t.tid(), calls[i].0, results[i])
+            .map(|_| ())
+            .map_err(|source| RestoreError::Remote {
+                pid,
+                what: whats.swap_remove(i),
+                source,
+            })
     }
 }

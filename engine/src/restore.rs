@@ -1243,7 +1243,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             fds: &task.mm_fds,
             premap: &task.premap,
         },
-        (tramp, tramp + tlen),
+        ((tramp, tramp + tlen), &current),
         &mut q,
     )?;
     if fault::hit("restore-after-mm") {

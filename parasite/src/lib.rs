@@ -570,15 +570,7 @@ impl Tracee {
     /// Like [`Tracee::syscall`] but turns a negative result into an `io::Error`.
     pub fn syscall_ok(&mut self, nr: i64, args: [u64; 6]) -> Result<u64, RemoteSyscallError> {
         let r = self.syscall(nr, args).map_err(RemoteSyscallError::Ptrace)?;
-        if (-4095..0).contains(&r) {
-            Err(RemoteSyscallError::Failed {
-                tid: self.tid,
-                nr,
-                source: io::Error::from_raw_os_error(-r as i32),
-            })
-        } else {
-            Ok(r as u64)
-        }
+        RemoteSyscallError::check(self.tid, nr, r)
     }
 
     /// Puts back the registers and signal mask (the original ones, or those set with
@@ -659,6 +651,20 @@ pub enum RemoteSyscallError {
 }
 
 impl RemoteSyscallError {
+    /// The raw result `r` of syscall `nr` run in `tid`: its value, or the error it encodes
+    /// (-4095..-1).
+    pub fn check(tid: Tid, nr: i64, r: i64) -> Result<u64, RemoteSyscallError> {
+        if (-4095..0).contains(&r) {
+            Err(RemoteSyscallError::Failed {
+                tid,
+                nr,
+                source: io::Error::from_raw_os_error(-r as i32),
+            })
+        } else {
+            Ok(r as u64)
+        }
+    }
+
     /// The errno of a syscall that ran and failed.
     pub fn errno(&self) -> Option<i32> {
         match self {
