@@ -1102,6 +1102,7 @@ fn take_over_all(
                 Err(_) => break,
             }
         }
+        crate::debug!("every task rebuilt");
         if result.is_ok() && fault::hit("restore-before-release") {
             result = Err(RestoreError::Fault("restore-before-release"));
         }
@@ -1135,8 +1136,10 @@ fn seize_and_take_over(tasks: &[Task], i: usize, ctl: &Ctl) -> Result<Vec<Tracee
             })
         }
     }
+    crate::debug!("pid {pid}: stopped for take-over");
     let mut threads = vec![Tracee::from_stopped(Tid(pid), StopKind::Interrupted)?];
     take_over(&mut threads, &tasks[i], i == 0)?;
+    crate::debug!("pid {pid}: rebuilt");
     Ok(threads)
 }
 
@@ -1148,6 +1151,7 @@ fn run_phases(
     ready_r: &OwnedFd,
 ) -> Result<(), RestoreError> {
     wait_reports(tasks, live, ready_r, live.len())?;
+    crate::debug!("every task forked");
     // Groups: leaders first, then members.
     let (leaders, members): (Vec<usize>, Vec<usize>) = live
         .iter()
@@ -1158,6 +1162,7 @@ fn run_phases(
         }
         wait_reports(tasks, live, ready_r, group.len())?;
     }
+    crate::debug!("process groups set");
     Ok(())
 }
 
