@@ -9,7 +9,7 @@
 //! and records key, id, mode, owner, size and `SHM_LOCKED` in `ipc-shm.img`. The contents are
 //! read through a short attachment of crust's own, as a shmem object
 //! ([`crate::mm::shmem`]): only pages the segment holds (`SEEK_DATA`), in
-//! `pagemap-shmem-<object>.img`.
+//! `pagemap-shmem.img`.
 //!
 //! Restore, once the root has created the new namespace and before any task is taken over,
 //! enters it again from a crust thread and creates each segment with its saved id: the id is

@@ -8,8 +8,8 @@
 //! task changes it is never used. Only pages shared with a child since fork are copied
 //! frozen: one stored copy stands for both, and it must be the one they share.
 //!
-//! A pre-dump directory holds `mm-<pid>.img` (the layout and the tracker's descriptor),
-//! `pagemap-<pid>.img` and `pages-0.img`; without an inventory it is not a dump anyone could
+//! A pre-dump directory holds `mm.img` (each process's layout and tracker's descriptor),
+//! `pagemap.img` and `pages-0.img`; without an inventory it is not a dump anyone could
 //! restore. Chain them with `--prev-images-dir`; the final `crust dump --prev-images-dir`
 //! stores pages unchanged since as `PE_IN_PARENT` and restore reads them through the chain.
 
@@ -58,7 +58,10 @@ pub fn pre_dump(opts: &PreDumpOpts) -> Result<DumpReport, DumpError> {
         frozen_at.elapsed().as_secs_f64() * 1e3
     );
     // The rest while the tree runs.
-    let pages = mem.finish().inspect_err(|_| remove_images(&dir))?;
+    let pages = mem
+        .finish()
+        .and_then(|pages| Ok(dir.commit_sections().map(|()| pages)?))
+        .inspect_err(|_| remove_images(&dir))?;
     crate::info!("pre-dump of pid {pid} done: {pages} pages");
     Ok(DumpReport { pids, pages })
 }

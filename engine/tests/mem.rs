@@ -267,6 +267,7 @@ fn restore_refuses_an_image_whose_vdso_differs() {
     images
         .write_one(ImageKind::Mm, Some(pid as u32), &other)
         .unwrap();
+    images.commit_sections().unwrap();
     let out = crust(&["restore", "-D", dir.to_str().unwrap(), "-d"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "restore went on with a foreign vDSO");
@@ -283,6 +284,7 @@ fn restore_refuses_an_image_whose_vdso_differs() {
     images
         .write_one(ImageKind::Mm, Some(pid as u32), &original)
         .unwrap();
+    images.commit_sections().unwrap();
     let out = crust(&["restore", "-D", dir.to_str().unwrap(), "-d"]);
     assert!(
         out.status.success(),
@@ -335,14 +337,11 @@ while True:
 fn shmem_pages_stored(dir: &Path) -> (u64, u64) {
     let images = ImageDir::open(dir).unwrap();
     let (mut stored, mut all) = (0, 0);
-    for e in std::fs::read_dir(dir).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        if let Some((ImageKind::ShmemPagemap, Some(id))) = ImageKind::from_file_name(&name) {
-            for p in images.read_shmem_pagemap(id).unwrap().1 {
-                all += p.nr_pages;
-                if p.flags == images::PE_PRESENT {
-                    stored += p.nr_pages;
-                }
+    for id in images.ids(ImageKind::ShmemPagemap).unwrap() {
+        for p in images.read_shmem_pagemap(id).unwrap().1 {
+            all += p.nr_pages;
+            if p.flags == images::PE_PRESENT {
+                stored += p.nr_pages;
             }
         }
     }

@@ -94,6 +94,7 @@ pub struct Records<'a> {
     path: &'a Path,
     bytes: &'a [u8],
     pos: usize,
+    end: usize,
     failed: bool,
 }
 
@@ -101,7 +102,7 @@ impl<'a> Iterator for Records<'a> {
     type Item = Result<RawRecord<'a>, ImageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.pos == self.bytes.len() {
+        if self.failed || self.pos == self.end {
             return None;
         }
         let r = self.next_record();
@@ -111,9 +112,14 @@ impl<'a> Iterator for Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// Byte offset in the file of the next record.
+    pub fn position(&self) -> u64 {
+        self.pos as u64
+    }
+
     fn next_record(&mut self) -> Result<RawRecord<'a>, ImageError> {
         let offset = self.pos as u64;
-        let rest = &self.bytes[self.pos..];
+        let rest = &self.bytes[self.pos..self.end];
         let Some((len, body)) = rest.split_first_chunk::<4>() else {
             return Err(ImageError::Truncated {
                 path: self.path.to_owned(),
@@ -185,8 +191,26 @@ pub fn records<'a>(
         path,
         bytes,
         pos: HEADER_LEN as usize,
+        end: bytes.len(),
         failed: false,
     })
+}
+
+/// The records in `bytes[start..end]`, a range that earlier parsing found to hold whole
+/// records (one section of a per-task image). Offsets in errors stay those of the file.
+pub(crate) fn records_in<'a>(
+    path: &'a Path,
+    bytes: &'a [u8],
+    start: usize,
+    end: usize,
+) -> Records<'a> {
+    Records {
+        path,
+        bytes,
+        pos: start,
+        end,
+        failed: false,
+    }
 }
 
 /// Decodes every record of an image of `kind` as `M`.

@@ -1,15 +1,18 @@
 //! Image directories on disk: atomic, private file creation and strict reads.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use prost::Message;
 
 use crate::codec;
 use crate::error::{ImageError, IoOp};
 use crate::kind::ImageKind;
+use crate::pack::{Pack, PackBuilder, SectionBuilder};
 use crate::pagemap::{self, LocatedEntry};
 use crate::pb;
 use crate::FORMAT_VERSION;
@@ -69,13 +72,45 @@ fn create_private(path: &Path) -> Result<File, ImageError> {
 /// complete, so a file under its final name is always whole. With
 /// [`ImageDir::with_fsync`] the data is also flushed before the rename and
 /// the directory after it, so the guarantee survives a crash of the machine.
+///
+/// Per-task kinds ([`ImageKind::per_task`]) have one file for the whole tree, a section per
+/// task (see [`crate::Pack`]). Their sections are kept in memory as they are written and go
+/// to disk together at [`ImageDir::commit_sections`], which writing the inventory does first;
+/// until then reads through this `ImageDir` (or a clone) see them. Writing a section of a
+/// file that exists keeps its other sections. Read images are cached, so the many tasks of a
+/// tree cost one read of each file.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
     path: PathBuf,
     fsync: bool,
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// What the clones of one `ImageDir` share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Sections written and not committed yet, by kind and id.
+    writing: HashMap<ImageKind, BTreeMap<u32, SectionBuilder>>,
+    /// Per-task images read so far; `None` when the file does not exist.
+    read: HashMap<ImageKind, Option<Arc<Pack>>>,
+    /// The parent directory, once found.
+    parent: Option<Option<ImageDir>>,
 }
 
 impl ImageDir {
+    fn at(path: &Path) -> ImageDir {
+        ImageDir {
+            path: path.to_owned(),
+            fsync: false,
+            shared: Arc::default(),
+        }
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // A panic elsewhere leaves nothing half-updated here: every update is one insert.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Opens `path` for writing, creating it (and missing parents) with mode
     /// 0700 if it does not exist.
     pub fn create(path: &Path) -> Result<ImageDir, ImageError> {
@@ -93,10 +128,7 @@ impl ImageDir {
                 .map_err(io_err(IoOp::Create, path))?,
             Err(e) => return Err(io_err(IoOp::Read, path)(e)),
         }
-        Ok(ImageDir {
-            path: path.to_owned(),
-            fsync: false,
-        })
+        Ok(ImageDir::at(path))
     }
 
     /// Opens an existing image directory.
@@ -107,10 +139,7 @@ impl ImageDir {
                 path: path.to_owned(),
             });
         }
-        Ok(ImageDir {
-            path: path.to_owned(),
-            fsync: false,
-        })
+        Ok(ImageDir::at(path))
     }
 
     /// Whether to fsync every file before renaming it into place, and the
@@ -126,14 +155,107 @@ impl ImageDir {
         &self.path
     }
 
-    /// The path of the image of `kind` (see [`ImageKind::file_name`]).
+    /// The path of the file holding the image of `kind` (for a per-task kind, the file
+    /// holding every id's section; see [`ImageKind::file_name`]).
     pub fn file_path(&self, kind: ImageKind, id: Option<u32>) -> PathBuf {
-        self.path.join(kind.file_name(id))
+        let _ = id;
+        self.path.join(kind.file_name())
     }
 
-    /// Whether the complete image of `kind` exists.
+    /// Whether the complete image of `kind` (for a per-task kind, `id`'s section) exists.
     pub fn exists(&self, kind: ImageKind, id: Option<u32>) -> bool {
-        kind.id_fits(id) && self.file_path(kind, id).is_file()
+        if !kind.id_fits(id) {
+            return false;
+        }
+        match id {
+            Some(id) => self.ids(kind).is_ok_and(|ids| ids.contains(&id)),
+            None => self.file_path(kind, id).is_file(),
+        }
+    }
+
+    /// The ids that have a section in the per-task image of `kind`, sorted; none if the file
+    /// does not exist.
+    pub fn ids(&self, kind: ImageKind) -> Result<Vec<u32>, ImageError> {
+        if !kind.per_task() {
+            return Err(ImageError::BadId { kind, id: None });
+        }
+        let mut sh = self.shared();
+        if let Some(w) = sh.writing.get(&kind) {
+            return Ok(w.keys().copied().collect());
+        }
+        let mut ids = match self.load(&mut sh, kind)? {
+            Some(p) => p.ids().to_vec(),
+            None => Vec::new(),
+        };
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The per-task image of `kind` as read from disk, cached.
+    fn load(&self, sh: &mut Shared, kind: ImageKind) -> Result<Option<Arc<Pack>>, ImageError> {
+        if let Some(p) = sh.read.get(&kind) {
+            return Ok(p.clone());
+        }
+        let path = self.file_path(kind, None);
+        let pack = match fs::read(&path) {
+            Ok(bytes) => Some(Arc::new(Pack::parse(&path, kind, bytes)?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(IoOp::Read, &path)(e)),
+        };
+        sh.read.insert(kind, pack.clone());
+        Ok(pack)
+    }
+
+    /// Runs `f` on the records of `id`'s section of the per-task image of `kind`: written and
+    /// not committed yet by this `ImageDir`, or read from the file.
+    fn with_section<R>(
+        &self,
+        kind: ImageKind,
+        id: u32,
+        f: impl FnOnce(&Path, codec::Records<'_>) -> Result<R, ImageError>,
+    ) -> Result<R, ImageError> {
+        let path = self.file_path(kind, Some(id));
+        let pack = {
+            let mut sh = self.shared();
+            if let Some(w) = sh.writing.get(&kind) {
+                return match w.get(&id) {
+                    Some(s) => f(&path, s.records(&path)),
+                    None => Err(ImageError::NoSection { path, id }),
+                };
+            }
+            self.load(&mut sh, kind)?
+        };
+        match pack {
+            Some(p) => f(&path, p.records(id)?),
+            None => Err(ImageError::Missing { path }),
+        }
+    }
+
+    /// Writes the sections of per-task images written so far, one file per kind, and forgets
+    /// them. Writing the inventory does this first; a pre-dump, which writes no inventory,
+    /// calls it itself.
+    pub fn commit_sections(&self) -> Result<(), ImageError> {
+        let writing = std::mem::take(&mut self.shared().writing);
+        let mut kinds: Vec<_> = writing.into_iter().collect();
+        kinds.sort_by_key(|(k, _)| *k);
+        for (kind, sections) in kinds {
+            let path = self.file_path(kind, None);
+            let mut b = PackBuilder::new(&path, kind);
+            for (id, s) in &sections {
+                b.section(*id, s)?;
+            }
+            let tmp = tmp_path(&path);
+            let mut file = create_private(&tmp)?;
+            file.write_all(&b.finish())
+                .map_err(io_err(IoOp::Write, &tmp))?;
+            if self.fsync {
+                file.sync_all().map_err(io_err(IoOp::Sync, &tmp))?;
+            }
+            drop(file);
+            rename_into_place(&tmp, &path, self.fsync)?;
+            self.shared().read.remove(&kind);
+        }
+        Ok(())
     }
 
     fn checked_path(&self, kind: ImageKind, id: Option<u32>) -> Result<PathBuf, ImageError> {
@@ -149,6 +271,21 @@ impl ImageDir {
     /// [`ImageWriter::commit`].
     pub fn writer(&self, kind: ImageKind, id: Option<u32>) -> Result<ImageWriter, ImageError> {
         let path = self.checked_path(kind, id)?;
+        if let Some(id) = id {
+            return Ok(ImageWriter {
+                path,
+                to: To::Section {
+                    dir: self.clone(),
+                    kind,
+                    id,
+                    s: SectionBuilder::default(),
+                },
+            });
+        }
+        if kind == ImageKind::Inventory {
+            // The inventory says the dump is complete: everything else is on disk first.
+            self.commit_sections()?;
+        }
         ImageWriter::new(path, kind, self.fsync)
     }
 
@@ -176,8 +313,8 @@ impl ImageDir {
         self.write(kind, id, std::slice::from_ref(record))
     }
 
-    /// Writes `pagemap-<id>.img`: `head`, then `entries`. The entries are
-    /// not checked here; [`ImageDir::read_pagemap`] does.
+    /// Writes the pagemap of process `id` (its section of `pagemap.img`): `head`, then
+    /// `entries`. The entries are not checked here; [`ImageDir::read_pagemap`] does.
     pub fn write_pagemap(
         &self,
         id: u32,
@@ -187,8 +324,8 @@ impl ImageDir {
         self.write_pagemap_of(ImageKind::Pagemap, id, head, entries)
     }
 
-    /// Writes `pagemap-shmem-<id>.img`: the contents of shmem object `id`,
-    /// entries addressed by byte offset in the object.
+    /// Writes the pagemap of shmem object `id` (its section of `pagemap-shmem.img`), entries
+    /// addressed by byte offset in the object.
     pub fn write_shmem_pagemap(
         &self,
         id: u32,
@@ -224,8 +361,15 @@ impl ImageDir {
         id: Option<u32>,
     ) -> Result<Vec<M>, ImageError> {
         let path = self.checked_path(kind, id)?;
-        let bytes = self.read_bytes(&path)?;
-        codec::decode_image(&path, kind, &bytes)
+        match id {
+            Some(id) => self.with_section(kind, id, |path, recs| {
+                recs.map(|r| r.and_then(|r| r.decode(path))).collect()
+            }),
+            None => {
+                let bytes = self.read_bytes(&path)?;
+                codec::decode_image(&path, kind, &bytes)
+            }
+        }
     }
 
     /// Reads the image of `kind`, which must hold exactly one record.
@@ -238,6 +382,7 @@ impl ImageDir {
         if v.len() != 1 {
             return Err(ImageError::WrongCount {
                 path: self.file_path(kind, id),
+                id,
                 expected: 1,
                 got: v.len(),
             });
@@ -259,7 +404,7 @@ impl ImageDir {
         Ok(inv)
     }
 
-    /// Reads `pagemap-<id>.img` and checks its entries against
+    /// Reads the pagemap of process `id` and checks its entries against
     /// `pages-<pages_id>.img`: sorted by vaddr, page aligned, non-empty,
     /// non-overlapping in address and in the file, inside the pages file,
     /// no overflow. Errors name the file and the record offset.
@@ -279,7 +424,7 @@ impl ImageDir {
         self.read_pagemap_located_of(ImageKind::Pagemap, id)
     }
 
-    /// Reads `pagemap-shmem-<id>.img`, checked like [`ImageDir::read_pagemap`].
+    /// Reads the pagemap of shmem object `id`, checked like [`ImageDir::read_pagemap`].
     pub fn read_shmem_pagemap(
         &self,
         id: u32,
@@ -293,17 +438,26 @@ impl ImageDir {
         kind: ImageKind,
         id: u32,
     ) -> Result<(pb::PagemapHead, Vec<LocatedEntry>), ImageError> {
+        let (head, entries) = self.with_section(kind, id, pagemap::decode_pagemap_records)?;
         let path = self.file_path(kind, Some(id));
-        let bytes = self.read_bytes(&path)?;
-        let (head, entries) = pagemap::decode_pagemap_of(kind, &path, &bytes)?;
+        self.check_pagemap(&path, &head, &entries)?;
+        Ok((head, entries))
+    }
+
+    /// Checks pagemap entries against the pages file the head names.
+    fn check_pagemap(
+        &self,
+        path: &Path,
+        head: &pb::PagemapHead,
+        entries: &[LocatedEntry],
+    ) -> Result<(), ImageError> {
         let pages_path = self.pages_path(head.pages_id);
         let pages_len = match fs::metadata(&pages_path) {
             Ok(m) => Some(m.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err(IoOp::Read, &pages_path)(e)),
         };
-        pagemap::check_entries(&path, &pages_path, pages_len, &entries)?;
-        Ok((head, entries))
+        pagemap::check_entries(path, &pages_path, pages_len, entries)
     }
 
     /// The path of `pages-<pages_id>.img`.
@@ -353,13 +507,21 @@ impl ImageDir {
     }
 
     /// The parent image directory of an incremental dump, if it has one.
+    /// The same `ImageDir` is returned every time, with its cache of read images.
     pub fn parent(&self) -> Result<Option<ImageDir>, ImageError> {
-        let link = self.path.join(PARENT_LINK);
-        match fs::symlink_metadata(&link) {
-            Ok(_) => Ok(Some(ImageDir::open(&link)?.with_fsync(self.fsync))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(IoOp::Read, &link)(e)),
+        if let Some(p) = &self.shared().parent {
+            return Ok(p.clone());
         }
+        let link = self.path.join(PARENT_LINK);
+        let parent = match fs::symlink_metadata(&link) {
+            Ok(_) => Some(ImageDir::open(&link)?.with_fsync(self.fsync)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(IoOp::Read, &link)(e)),
+        };
+        if parent.is_some() {
+            self.shared().parent = Some(parent.clone());
+        }
+        Ok(parent)
     }
 
     /// Decodes every image file in the directory as its kind and encodes it
@@ -385,33 +547,26 @@ impl ImageDir {
             if name == PARENT_LINK || name == FILES_DATA || parse_pages_file_name(name).is_some() {
                 continue;
             }
-            let Some((kind, id)) = ImageKind::from_file_name(name) else {
+            let Some(kind) = ImageKind::from_file_name(name) else {
                 return Err(ImageError::UnknownFile { path });
             };
             let bytes = self.read_bytes(&path)?;
             let again = match kind {
                 ImageKind::Pagemap | ImageKind::ShmemPagemap => {
-                    // from_file_name gives every per-task kind an id.
-                    let id = id.ok_or_else(|| ImageError::UnknownFile { path: path.clone() })?;
-                    let (head, entries) = self.read_pagemap_located_of(kind, id)?;
-                    let mut out = codec::encode_header(kind).to_vec();
-                    out.extend(codec::encode_record(&path, out.len() as u64, &head)?);
-                    for e in &entries {
-                        out.extend(codec::encode_record(&path, out.len() as u64, &e.entry)?);
+                    let pack = Pack::parse(&path, kind, bytes.clone())?;
+                    for &id in pack.ids() {
+                        let (head, entries) = pack.pagemap(id)?;
+                        self.check_pagemap(&path, &head, &entries)?;
                     }
-                    out
+                    pack.reencode()?
                 }
+                k if k.per_task() => Pack::parse(&path, kind, bytes.clone())?.reencode()?,
                 ImageKind::Inventory => reencode::<pb::InventoryEntry>(&path, kind, &bytes)?,
                 ImageKind::Pstree => reencode::<pb::PstreeEntry>(&path, kind, &bytes)?,
-                ImageKind::Core => reencode::<pb::CoreEntry>(&path, kind, &bytes)?,
-                ImageKind::Mm => reencode::<pb::MmEntry>(&path, kind, &bytes)?,
-                ImageKind::Fdinfo => reencode::<pb::FdinfoEntry>(&path, kind, &bytes)?,
                 ImageKind::Files => reencode::<pb::FileEntry>(&path, kind, &bytes)?,
                 ImageKind::PipeData => reencode::<pb::PipeData>(&path, kind, &bytes)?,
-                ImageKind::Fs => reencode::<pb::FsEntry>(&path, kind, &bytes)?,
-                ImageKind::Sigacts => reencode::<pb::SigactionEntry>(&path, kind, &bytes)?,
-                ImageKind::Rlimits => reencode::<pb::RlimitEntry>(&path, kind, &bytes)?,
                 ImageKind::IpcShm => reencode::<pb::SysvShmEntry>(&path, kind, &bytes)?,
+                _ => return Err(ImageError::UnknownFile { path }),
             };
             if again != bytes {
                 differ.push(path);
@@ -470,16 +625,32 @@ fn rename_into_place(tmp: &Path, path: &Path, fsync: bool) -> Result<(), ImageEr
     Ok(())
 }
 
-/// A record image being written. Dropped without [`ImageWriter::commit`],
-/// it removes its temporary file and leaves any previous image in place.
+/// A record image being written. Dropped without [`ImageWriter::commit`], it leaves nothing
+/// (a file image removes its temporary file) and any previous image stays in place.
 #[derive(Debug)]
 pub struct ImageWriter {
     path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
-    offset: u64,
-    fsync: bool,
-    committed: bool,
+    to: To,
+}
+
+/// Where the records of an [`ImageWriter`] go.
+#[derive(Debug)]
+enum To {
+    /// A file of its own, under a temporary name until committed.
+    File {
+        tmp: PathBuf,
+        out: Option<BufWriter<File>>,
+        offset: u64,
+        fsync: bool,
+        committed: bool,
+    },
+    /// A section of a per-task image, kept by the directory once committed.
+    Section {
+        dir: ImageDir,
+        kind: ImageKind,
+        id: u32,
+        s: SectionBuilder,
+    },
 }
 
 impl ImageWriter {
@@ -488,22 +659,28 @@ impl ImageWriter {
         let file = create_private(&tmp)?;
         let mut w = ImageWriter {
             path,
-            tmp,
-            out: Some(BufWriter::new(file)),
-            offset: 0,
-            fsync,
-            committed: false,
+            to: To::File {
+                tmp,
+                out: Some(BufWriter::new(file)),
+                offset: 0,
+                fsync,
+                committed: false,
+            },
         };
         w.write_raw(&codec::encode_header(kind))?;
         Ok(w)
     }
 
     fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
-        if let Some(out) = self.out.as_mut() {
-            out.write_all(bytes)
-                .map_err(io_err(IoOp::Write, &self.tmp))?;
+        if let To::File {
+            tmp, out, offset, ..
+        } = &mut self.to
+        {
+            if let Some(out) = out.as_mut() {
+                out.write_all(bytes).map_err(io_err(IoOp::Write, tmp))?;
+            }
+            *offset += bytes.len() as u64;
         }
-        self.offset += bytes.len() as u64;
         Ok(())
     }
 
@@ -514,33 +691,69 @@ impl ImageWriter {
 
     /// Appends one record.
     pub fn push<M: Message>(&mut self, record: &M) -> Result<(), ImageError> {
-        let rec = codec::encode_record(&self.path, self.offset, record)?;
-        self.write_raw(&rec)
+        match &mut self.to {
+            To::Section { s, .. } => s.push(&self.path, record),
+            To::File { offset, .. } => {
+                let rec = codec::encode_record(&self.path, *offset, record)?;
+                self.write_raw(&rec)
+            }
+        }
     }
 
-    /// Flushes the file and renames it to its final name.
+    /// A file image: flushes the file and renames it to its final name. A section: hands it
+    /// to the directory, replacing an earlier section of the same id; it reaches the disk at
+    /// [`ImageDir::commit_sections`].
     pub fn commit(mut self) -> Result<(), ImageError> {
-        let Some(out) = self.out.take() else {
-            return Ok(());
-        };
-        let file = out
-            .into_inner()
-            .map_err(|e| io_err(IoOp::Write, &self.tmp)(e.into_error()))?;
-        if self.fsync {
-            file.sync_all().map_err(io_err(IoOp::Sync, &self.tmp))?;
+        match &mut self.to {
+            To::Section { dir, kind, id, s } => {
+                let mut sh = dir.shared();
+                if !sh.writing.contains_key(kind) {
+                    // Sections already on disk are kept: the file is written whole again.
+                    let old = dir.load(&mut sh, *kind)?;
+                    let known = old.iter().flat_map(|p| p.sections()).collect();
+                    sh.writing.insert(*kind, known);
+                }
+                sh.writing
+                    .entry(*kind)
+                    .or_default()
+                    .insert(*id, std::mem::take(s));
+                Ok(())
+            }
+            To::File {
+                tmp,
+                out,
+                fsync,
+                committed,
+                ..
+            } => {
+                let Some(out) = out.take() else {
+                    return Ok(());
+                };
+                let file = out
+                    .into_inner()
+                    .map_err(|e| io_err(IoOp::Write, tmp)(e.into_error()))?;
+                if *fsync {
+                    file.sync_all().map_err(io_err(IoOp::Sync, tmp))?;
+                }
+                drop(file);
+                rename_into_place(tmp, &self.path, *fsync)?;
+                *committed = true;
+                Ok(())
+            }
         }
-        drop(file);
-        rename_into_place(&self.tmp, &self.path, self.fsync)?;
-        self.committed = true;
-        Ok(())
     }
 }
 
 impl Drop for ImageWriter {
     fn drop(&mut self) {
-        if !self.committed {
+        if let To::File {
+            tmp,
+            committed: false,
+            ..
+        } = &self.to
+        {
             // Best effort: the name says it is incomplete either way.
-            let _ = fs::remove_file(&self.tmp);
+            let _ = fs::remove_file(tmp);
         }
     }
 }

@@ -171,11 +171,14 @@ pub enum ImageError {
         source: prost::DecodeError,
     },
 
-    /// The file holds a different number of records than required.
-    #[error("{}: expected {expected} record(s), found {got}", path.display())]
+    /// The file (or the file's section for `id`) holds a different number of records than
+    /// required.
+    #[error("{}{}: expected {expected} record(s), found {got}", path.display(), id.map(|i| format!(" (id {i})")).unwrap_or_default())]
     WrongCount {
         /// The image file.
         path: PathBuf,
+        /// The task or object whose section it is, in a per-task image.
+        id: Option<u32>,
         /// Records required.
         expected: usize,
         /// Records found.
@@ -272,6 +275,41 @@ pub enum ImageError {
         vaddr: u64,
         /// The flags found.
         flags: u32,
+    },
+
+    /// A per-task image has no records for this task or object.
+    #[error("{}: nothing for id {id}", path.display())]
+    NoSection {
+        /// The image file.
+        path: PathBuf,
+        /// The id looked for.
+        id: u32,
+    },
+
+    /// A per-task image has two sections for the same id.
+    #[error("{}: second section for id {id} at offset {offset}", path.display())]
+    DuplicateSection {
+        /// The image file.
+        path: PathBuf,
+        /// Offset of the second section's head.
+        offset: u64,
+        /// The id.
+        id: u32,
+    },
+
+    /// A section head claims more records than the file holds after it.
+    #[error("{}: section for id {id} at offset {offset} claims {records} record(s), the file ends after {got}", path.display())]
+    ShortSection {
+        /// The image file.
+        path: PathBuf,
+        /// Offset of the section head.
+        offset: u64,
+        /// The id.
+        id: u32,
+        /// Records claimed.
+        records: u32,
+        /// Records present.
+        got: u32,
     },
 
     /// A file in an image directory whose name belongs to no image kind.

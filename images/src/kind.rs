@@ -10,26 +10,26 @@ pub enum ImageKind {
     Inventory,
     /// `pstree.img`: [`crate::pb::PstreeEntry`] records.
     Pstree,
-    /// `core-<tid>.img`: one [`crate::pb::CoreEntry`].
+    /// `core.img`: one [`crate::pb::CoreEntry`] per thread (id: tid).
     Core,
-    /// `mm-<pid>.img`: one [`crate::pb::MmEntry`].
+    /// `mm.img`: one [`crate::pb::MmEntry`] per process (id: pid).
     Mm,
-    /// `pagemap-<pid>.img`: a [`crate::pb::PagemapHead`], then
+    /// `pagemap.img`: per process (id: pid), a [`crate::pb::PagemapHead`], then
     /// [`crate::pb::PagemapEntry`] records.
     Pagemap,
-    /// `fdinfo-<pid>.img`: [`crate::pb::FdinfoEntry`] records.
+    /// `fdinfo.img`: [`crate::pb::FdinfoEntry`] records per process (id: pid).
     Fdinfo,
     /// `files.img`: [`crate::pb::FileEntry`] records.
     Files,
     /// `pipes-data.img`: [`crate::pb::PipeData`] records.
     PipeData,
-    /// `fs-<pid>.img`: one [`crate::pb::FsEntry`].
+    /// `fs.img`: one [`crate::pb::FsEntry`] per process (id: pid).
     Fs,
-    /// `sigacts-<pid>.img`: [`crate::pb::SigactionEntry`] records.
+    /// `sigacts.img`: [`crate::pb::SigactionEntry`] records per process (id: pid).
     Sigacts,
-    /// `rlimits-<pid>.img`: [`crate::pb::RlimitEntry`] records.
+    /// `rlimits.img`: [`crate::pb::RlimitEntry`] records per process (id: pid).
     Rlimits,
-    /// `pagemap-shmem-<id>.img`: the contents of shmem object `<id>`
+    /// `pagemap-shmem.img`: per shmem object (id: the object's id), its contents
     /// (anonymous shared memory, a memfd, an unlinked tmpfs file) saved once
     /// for every mapping of it: a [`crate::pb::PagemapHead`], then
     /// [`crate::pb::PagemapEntry`] records whose `vaddr` is the byte offset
@@ -83,7 +83,7 @@ impl ImageKind {
         }
     }
 
-    /// The file name without id and extension: `core` for `core-<id>.img`.
+    /// The file name without the extension: `core` for `core.img`.
     pub const fn stem(self) -> &'static str {
         match self {
             ImageKind::Inventory => "inventory",
@@ -102,7 +102,8 @@ impl ImageKind {
         }
     }
 
-    /// Whether there is one file per task (or thread), named by its id.
+    /// Whether the kind's records belong to tasks (or objects): its one file holds a section
+    /// per id, each a [`crate::pb::SectionHead`] followed by that id's records.
     pub const fn per_task(self) -> bool {
         matches!(
             self,
@@ -117,14 +118,9 @@ impl ImageKind {
         )
     }
 
-    /// The file name for `id`. A per-task kind given no id, or a single-file
-    /// kind given one, still gets a name (`core.img`, `files.img`), but
-    /// [`crate::ImageDir`] refuses to read or write it.
-    pub fn file_name(self, id: Option<u32>) -> String {
-        match (self.per_task(), id) {
-            (true, Some(id)) => format!("{}-{id}.img", self.stem()),
-            _ => format!("{}.img", self.stem()),
-        }
+    /// The name of the kind's file: `core.img`.
+    pub fn file_name(self) -> String {
+        format!("{}.img", self.stem())
     }
 
     /// Whether `id` is what this kind takes: `Some` for per-task kinds,
@@ -133,32 +129,11 @@ impl ImageKind {
         self.per_task() == id.is_some()
     }
 
-    /// The kind and id of an image file name, if it is one. Only the exact
-    /// names [`ImageKind::file_name`] produces are accepted (no leading zeros,
-    /// no sign).
-    pub fn from_file_name(name: &str) -> Option<(ImageKind, Option<u32>)> {
-        let stem = name.strip_suffix(".img")?;
-        for kind in ImageKind::ALL {
-            if !kind.per_task() {
-                if stem == kind.stem() {
-                    return Some((kind, None));
-                }
-                continue;
-            }
-            let Some(id) = stem
-                .strip_prefix(kind.stem())
-                .and_then(|rest| rest.strip_prefix('-'))
-            else {
-                continue;
-            };
-            let Ok(id) = id.parse::<u32>() else {
-                continue;
-            };
-            if kind.file_name(Some(id)) == name {
-                return Some((kind, Some(id)));
-            }
-        }
-        None
+    /// The kind of an image file name, if it is one.
+    pub fn from_file_name(name: &str) -> Option<ImageKind> {
+        ImageKind::ALL
+            .into_iter()
+            .find(|kind| kind.file_name() == name)
     }
 
     /// The kind whose magic is `magic`.
@@ -189,22 +164,18 @@ mod tests {
     #[test]
     fn file_names_parse_back() {
         for kind in ImageKind::ALL {
-            let id = kind.per_task().then_some(4242);
-            let name = kind.file_name(id);
-            assert_eq!(ImageKind::from_file_name(&name), Some((kind, id)), "{name}");
+            let name = kind.file_name();
+            assert_eq!(ImageKind::from_file_name(&name), Some(kind), "{name}");
         }
     }
 
     #[test]
-    fn non_canonical_names_are_rejected() {
+    fn other_names_are_rejected() {
         for name in [
-            "core-042.img",
-            "core-+42.img",
-            "core-.img",
-            "core.img",
+            "core-42.img",
+            "core",
             "files-1.img",
-            "core-42.img.tmp",
-            "core-4294967296.img",
+            "core.img.tmp",
             "pages-1.img",
             "pipes.img",
         ] {

@@ -1,11 +1,12 @@
 //! The crust image format: what a checkpoint looks like on disk.
 //!
-//! An image directory holds one file per kind of object and, for per-task
-//! kinds, per task: `inventory.img`, `pstree.img`, `files.img`,
-//! `pipes-data.img`, and `core-<tid>.img`, `mm-<pid>.img`,
-//! `pagemap-<pid>.img`, `fdinfo-<pid>.img`, `fs-<pid>.img`,
-//! `sigacts-<pid>.img`, `rlimits-<pid>.img`, plus raw `pages-<n>.img` and
-//! `files-data.img` (file contents that `files.img` records point into).
+//! An image directory holds one file per kind of object: `inventory.img`,
+//! `pstree.img`, `files.img`, `pipes-data.img`, and the per-task kinds
+//! `core.img` (a section per thread), `mm.img`, `pagemap.img`, `fdinfo.img`,
+//! `fs.img`, `sigacts.img`, `rlimits.img` (a section per process),
+//! `pagemap-shmem.img` (a section per shared memory object), plus raw
+//! `pages-<n>.img` and `files-data.img` (file contents that `files.img`
+//! records point into). A tree of any size is a dozen files.
 //! The schema is protobuf (`images/proto/*.proto`, one file per object kind,
 //! package `crust`), compiled at build time into [`pb`]; protobuf lets a
 //! later version add fields that an older reader skips.
@@ -21,6 +22,8 @@
 //! ```
 //!
 //! The file ends exactly after its last record; anything else is an error.
+//! A per-task image groups its records in sections, each opened by a
+//! `SectionHead { id, records }` record (see [`Pack`]).
 //! Offsets in errors are byte offsets in the file, of the record's length
 //! prefix for record errors.
 //!
@@ -50,6 +53,7 @@ mod codec;
 mod dir;
 mod error;
 mod kind;
+mod pack;
 pub mod pagemap;
 
 /// Generated protobuf messages (package `crust`), one `.proto` per object kind.
@@ -65,11 +69,12 @@ pub use codec::{
 pub use dir::{ImageDir, ImageWriter, FILES_DATA, PARENT_LINK};
 pub use error::{ImageError, IoOp, Part, Space};
 pub use kind::ImageKind;
+pub use pack::{Pack, PackBuilder, SectionBuilder};
 pub use pagemap::{LocatedEntry, PE_IN_PARENT, PE_PRESENT, PE_ZERO};
 pub use pb::{InventoryEntry, PagemapEntry, PagemapHead};
 
 /// Version of the image format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Size of a page in the pages files and of the unit of pagemap entries.
 pub const PAGE_SIZE: u64 = 4096;

@@ -1,7 +1,8 @@
 //! Pagemap images and their validation against the pages file.
 //!
-//! `pagemap-<pid>.img` is a record image: one [`PagemapHead`] naming the
-//! pages file, then [`PagemapEntry`] runs sorted by address. The data of a
+//! A process's section of `pagemap.img` (an object's, of `pagemap-shmem.img`)
+//! is one [`PagemapHead`] naming the pages file, then [`PagemapEntry`] runs
+//! sorted by address. The data of a
 //! `PE_PRESENT` run is `nr_pages` pages at page `pages_off` of
 //! `pages-<pages_id>.img`, so restore fills it with one `preadv`. Because a
 //! run is a file range and a memory range at once, both are checked here:
@@ -12,7 +13,6 @@ use std::path::Path;
 
 use crate::codec;
 use crate::error::{ImageError, Space};
-use crate::kind::ImageKind;
 use crate::pb::{PagemapEntry, PagemapHead};
 use crate::PAGE_SIZE;
 
@@ -64,23 +64,11 @@ pub struct LocatedEntry {
     pub entry: PagemapEntry,
 }
 
-/// Decodes a pagemap image: the head, then the entries with their offsets.
-/// Checks only the encoding; see [`check_entries`] for the contents.
-pub fn decode_pagemap(
+/// The head and entries of one pagemap: the records of a section of a pagemap image.
+pub(crate) fn decode_pagemap_records(
     path: &Path,
-    bytes: &[u8],
+    mut records: codec::Records<'_>,
 ) -> Result<(PagemapHead, Vec<LocatedEntry>), ImageError> {
-    decode_pagemap_of(ImageKind::Pagemap, path, bytes)
-}
-
-/// Like [`decode_pagemap`], for an image of `kind` laid out as a pagemap
-/// ([`ImageKind::Pagemap`] or [`ImageKind::ShmemPagemap`]).
-pub fn decode_pagemap_of(
-    kind: ImageKind,
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(PagemapHead, Vec<LocatedEntry>), ImageError> {
-    let mut records = codec::records(path, kind, bytes)?;
     let head = match records.next() {
         Some(r) => r?.decode::<PagemapHead>(path)?,
         None => {

@@ -25,20 +25,30 @@ fn created_files_are_mode_0600_and_dir_0700() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
         n += 1;
     }
-    assert_eq!(n, 13, "every image of full_dir was looked at");
+    assert_eq!(n, 12, "every image of full_dir was looked at");
 }
 
 #[test]
 fn stale_tmp_with_loose_mode_is_not_reused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ImageDir::create(tmp.path()).unwrap();
-    let stale = tmp.path().join("fs-1.img.tmp");
-    std::fs::write(&stale, b"junk").unwrap();
-    std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
-    dir.write_one(ImageKind::Fs, Some(1), &common::fs())
-        .unwrap();
-    assert_eq!(mode(&dir.file_path(ImageKind::Fs, Some(1))), 0o600);
-    assert!(!stale.exists());
+    for (stale, kind) in [
+        ("fs.img.tmp", ImageKind::Fs),
+        ("files.img.tmp", ImageKind::Files),
+    ] {
+        let stale = tmp.path().join(stale);
+        std::fs::write(&stale, b"junk").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        if kind == ImageKind::Fs {
+            dir.write_one(ImageKind::Fs, Some(1), &common::fs())
+                .unwrap();
+            dir.commit_sections().unwrap();
+        } else {
+            dir.write(ImageKind::Files, None, &common::files()).unwrap();
+        }
+        assert_eq!(mode(&dir.file_path(kind, None)), 0o600);
+        assert!(!stale.exists());
+    }
 }
 
 #[test]
@@ -53,21 +63,41 @@ fn existing_dir_keeps_its_mode() {
 fn image_appears_only_when_complete() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ImageDir::create(tmp.path()).unwrap();
-    let path = dir.file_path(ImageKind::Sigacts, Some(7));
-    let tmp_file = tmp.path().join("sigacts-7.img.tmp");
+    let path = dir.file_path(ImageKind::Files, None);
+    let tmp_file = tmp.path().join("files.img.tmp");
 
-    let mut w = dir.writer(ImageKind::Sigacts, Some(7)).unwrap();
-    for s in common::sigacts() {
-        w.push(&s).unwrap();
+    let mut w = dir.writer(ImageKind::Files, None).unwrap();
+    for f in common::files() {
+        w.push(&f).unwrap();
         assert!(!path.exists(), "final name exists before commit");
-        assert!(!dir.exists(ImageKind::Sigacts, Some(7)));
+        assert!(!dir.exists(ImageKind::Files, None));
         assert!(tmp_file.exists());
     }
     w.commit().unwrap();
     assert!(path.exists());
     assert!(!tmp_file.exists());
     assert_eq!(
-        dir.read::<pb::SigactionEntry>(ImageKind::Sigacts, Some(7))
+        dir.read::<pb::FileEntry>(ImageKind::Files, None).unwrap(),
+        common::files()
+    );
+
+    // Sections: in memory until committed, then one whole file.
+    let path = dir.file_path(ImageKind::Sigacts, Some(7));
+    let mut w = dir.writer(ImageKind::Sigacts, Some(7)).unwrap();
+    for s in common::sigacts() {
+        w.push(&s).unwrap();
+    }
+    assert!(!dir.exists(ImageKind::Sigacts, Some(7)));
+    w.commit().unwrap();
+    assert!(dir.exists(ImageKind::Sigacts, Some(7)));
+    assert!(!path.exists());
+    dir.commit_sections().unwrap();
+    assert!(path.exists());
+    assert!(!tmp.path().join("sigacts.img.tmp").exists());
+    assert_eq!(
+        ImageDir::open(tmp.path())
+            .unwrap()
+            .read::<pb::SigactionEntry>(ImageKind::Sigacts, Some(7))
             .unwrap(),
         common::sigacts()
     );
@@ -77,23 +107,23 @@ fn image_appears_only_when_complete() {
 fn abandoned_writer_leaves_previous_image_intact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = ImageDir::create(tmp.path()).unwrap();
-    dir.write(ImageKind::Rlimits, Some(1), &common::rlimits())
+    dir.write(ImageKind::PipeData, None, &common::pipe_data())
         .unwrap();
-    let before = std::fs::read(dir.file_path(ImageKind::Rlimits, Some(1))).unwrap();
+    let before = std::fs::read(dir.file_path(ImageKind::PipeData, None)).unwrap();
 
-    let mut w = dir.writer(ImageKind::Rlimits, Some(1)).unwrap();
-    w.push(&pb::RlimitEntry::default()).unwrap();
+    let mut w = dir.writer(ImageKind::PipeData, None).unwrap();
+    w.push(&pb::PipeData::default()).unwrap();
     drop(w);
 
     assert_eq!(
-        std::fs::read(dir.file_path(ImageKind::Rlimits, Some(1))).unwrap(),
+        std::fs::read(dir.file_path(ImageKind::PipeData, None)).unwrap(),
         before
     );
     let names: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, vec!["rlimits-1.img"], "temporary file removed");
+    assert_eq!(names, vec!["pipes-data.img"], "temporary file removed");
 }
 
 #[test]
@@ -125,8 +155,12 @@ fn fsync_mode_writes_the_same_files() {
     dir.write_one(ImageKind::Mm, Some(1), &common::mm())
         .unwrap();
     common::write_pages(&dir, 1, 1);
+    dir.commit_sections().unwrap();
     assert_eq!(
-        dir.read_one::<pb::MmEntry>(ImageKind::Mm, Some(1)).unwrap(),
+        ImageDir::open(tmp.path())
+            .unwrap()
+            .read_one::<pb::MmEntry>(ImageKind::Mm, Some(1))
+            .unwrap(),
         common::mm()
     );
     assert_eq!(mode(&dir.pages_path(1)), 0o600);

@@ -33,15 +33,22 @@ fn check(
     common::write_pages(&dir, 1, pages);
     dir.write_pagemap(PID, &PagemapHead { pages_id: 1 }, entries)
         .unwrap();
-    let r = dir.read_pagemap(PID);
+    dir.commit_sections().unwrap();
+    let r = ImageDir::open(tmp.path()).unwrap().read_pagemap(PID);
     (tmp, r)
 }
 
 /// Offset of record `i` (0 = head) when every record before it has the
 /// encoded size of the corresponding element.
 fn offset_of(entries: &[PagemapEntry], i: usize) -> u64 {
+    let section = prost::Message::encoded_len(&images::pb::SectionHead {
+        id: PID,
+        records: entries.len() as u32 + 1,
+    }) as u64;
     let head = prost::Message::encoded_len(&PagemapHead { pages_id: 1 }) as u64;
     8 + 4
+        + section
+        + 4
         + head
         + entries[..i]
             .iter()
@@ -51,7 +58,7 @@ fn offset_of(entries: &[PagemapEntry], i: usize) -> u64 {
 
 fn assert_msg(e: &ImageError, offset: u64, vaddr: u64) {
     let msg = e.to_string();
-    assert!(msg.contains(&format!("pagemap-{PID}.img")), "{msg}");
+    assert!(msg.contains("pagemap.img"), "{msg}");
     assert!(msg.contains(&format!("offset {offset}")), "{msg}");
     assert!(msg.contains(&format!("{vaddr:#x}")), "{msg}");
 }
@@ -262,7 +269,7 @@ fn pagemap_without_head() {
         .unwrap();
     let e = dir.read_pagemap(PID).unwrap_err();
     assert!(
-        matches!(e, ImageError::MissingHead { ref path } if path.ends_with("pagemap-42.img")),
+        matches!(e, ImageError::MissingHead { ref path } if path.ends_with("pagemap.img")),
         "{e:?}"
     );
 }

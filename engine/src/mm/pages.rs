@@ -854,6 +854,7 @@ mod tests {
             entries,
         )
         .unwrap();
+        dir.commit_sections().unwrap();
         dir
     }
 

@@ -7,7 +7,7 @@
 //! dump by the (device, inode) of `/proc/PID/map_files/A-B`, its contents are saved once, read
 //! straight from the object through that link (`SEEK_DATA`/`SEEK_HOLE` find the pages it
 //! holds, whether or not any task has them mapped in its page tables), into
-//! `pagemap-shmem-<id>.img` with offsets in the object as addresses.
+//! the object's section of `pagemap-shmem.img`, with offsets in the object as addresses.
 //!
 //! Restore creates each object once in crust, fills it with `pwrite`, and hands a descriptor
 //! to every task that maps it (with its other service descriptors); the task maps it
@@ -370,34 +370,22 @@ const COMPARE_CHUNK: u64 = 1 << 20;
 /// mm images (mappings) and `ipc-shm.img` (System V segments, known by their id).
 fn parent_objects(dir: &ImageDir) -> Known {
     let mut out = HashMap::new();
-    let Ok(rd) = std::fs::read_dir(dir.path()) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        match images::ImageKind::from_file_name(&name.to_string_lossy()) {
-            Some((images::ImageKind::Mm, id)) => {
-                let Ok(mm) = dir.read_one::<MmEntry>(images::ImageKind::Mm, id) else {
-                    continue;
-                };
-                for o in mm.vmas.iter().filter_map(|v| v.shmem.as_ref()) {
-                    out.insert((o.kind, o.ino), (o.id, o.size));
-                }
+    for pid in dir.ids(images::ImageKind::Mm).unwrap_or_default() {
+        let Ok(mm) = dir.read_one::<MmEntry>(images::ImageKind::Mm, Some(pid)) else {
+            continue;
+        };
+        for o in mm.vmas.iter().filter_map(|v| v.shmem.as_ref()) {
+            out.insert((o.kind, o.ino), (o.id, o.size));
+        }
+    }
+    if dir.exists(images::ImageKind::IpcShm, None) {
+        if let Ok(segs) = dir.read::<images::pb::SysvShmEntry>(images::ImageKind::IpcShm, None) {
+            for s in segs {
+                out.insert(
+                    (ShmemKind::ShmemSysv as i32, s.shmid as u64),
+                    (s.object, s.size),
+                );
             }
-            Some((images::ImageKind::IpcShm, None)) => {
-                let Ok(segs) =
-                    dir.read::<images::pb::SysvShmEntry>(images::ImageKind::IpcShm, None)
-                else {
-                    continue;
-                };
-                for s in segs {
-                    out.insert(
-                        (ShmemKind::ShmemSysv as i32, s.shmid as u64),
-                        (s.object, s.size),
-                    );
-                }
-            }
-            _ => {}
         }
     }
     out
@@ -538,7 +526,7 @@ impl ParentData {
 // ---------------------------------------------------------------------------------------------
 // Restore
 
-/// Creates the object `o` and fills it from `pagemap-shmem-<id>.img`.
+/// Creates the object `o` and fills it from its section of `pagemap-shmem.img`.
 pub(crate) fn create(dir: &ImageDir, o: &ShmemObject) -> Result<OwnedFd, RestoreError> {
     let what = || format!("shmem object {} ({})", o.id, o.name);
     let io = |source| RestoreError::File {
@@ -835,6 +823,7 @@ mod tests {
             ],
         )
         .unwrap();
+        pdir.commit_sections().unwrap();
         // Child: page 0 in the parent, page 1 rewritten (9), page 3 in the parent.
         let cpath = tmp.path().join("dump");
         let cdir = ImageDir::create(&cpath).unwrap();
@@ -853,6 +842,7 @@ mod tests {
             ],
         )
         .unwrap();
+        cdir.commit_sections().unwrap();
         let o = ShmemObject {
             id: 3,
             kind: ShmemKind::ShmemMemfd as i32,
@@ -876,6 +866,7 @@ mod tests {
         );
         // A parent link missing: an error naming the image, no panic.
         std::fs::remove_file(cpath.join(images::PARENT_LINK)).unwrap();
+        let cdir = ImageDir::open(&cpath).unwrap();
         assert!(matches!(
             resolve(&cdir, 3, o.size, 0),
             Err(RestoreError::BadImage { .. })
