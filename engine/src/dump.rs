@@ -444,6 +444,15 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
         .map(|p| p.pid)
         .collect();
     mem.take_back(&live);
+    // smaps of every process, read ahead on a thread of its own while the tasks are dumped
+    // one by one here.
+    let mut smaps = SmapsAhead::start(
+        tree.procs
+            .iter()
+            .filter(|p| !p.zombie && !p.threads.is_empty())
+            .map(Proc::view)
+            .collect(),
+    );
     // System V shared memory of the IPC namespace the tree owns, attached or not (ipc).
     if owned.flags & libc::CLONE_NEWIPC as u64 != 0 {
         crate::ipc::dump_shm(root_view, dir, mem.shmem_mut())?;
@@ -534,7 +543,14 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             });
         }
         if !p.zombie {
-            let (n, subreaper) = dump_process(p, opts, dir, &mut files, &mut mem, &mut vdso_ips)?;
+            let (n, subreaper) = dump_process(
+                p,
+                opts,
+                dir,
+                (&mut files, &mut mem),
+                &mut vdso_ips,
+                &mut smaps,
+            )?;
             pages += n;
             entry.subreaper = subreaper;
         }
@@ -659,6 +675,48 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
     })
 }
 
+/// `/proc/PID/smaps` of the processes of a frozen tree, read in dump order on a thread of its
+/// own: it walks every page table entry and formats a dozen lines per mapping, a good part of
+/// a small task's dump, and nothing in it needs the tracer. Mappings the dump adds (the
+/// scratch page) may show up in it; they match no saved mapping and are ignored.
+struct SmapsAhead {
+    rx: std::sync::mpsc::Receiver<(i32, Result<Vec<proc::Vma>, proc::ProcError>)>,
+    got: HashMap<i32, Result<Vec<proc::Vma>, proc::ProcError>>,
+}
+
+impl SmapsAhead {
+    fn start(pids: Vec<i32>) -> SmapsAhead {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for pid in pids {
+                // The dump gave up: stop reading.
+                if tx.send((pid, proc::smaps(pid))).is_err() {
+                    break;
+                }
+            }
+        });
+        SmapsAhead {
+            rx,
+            got: HashMap::new(),
+        }
+    }
+
+    /// The smaps of `pid`, waiting for them if need be (read here if the reader has none).
+    fn take(&mut self, pid: i32) -> Result<Vec<proc::Vma>, DumpError> {
+        loop {
+            if let Some(r) = self.got.remove(&pid) {
+                return Ok(r?);
+            }
+            match self.rx.recv() {
+                Ok((p, r)) => {
+                    self.got.insert(p, r);
+                }
+                Err(_) => return Ok(proc::smaps(pid)?),
+            }
+        }
+    }
+}
+
 fn siginfos(v: Vec<[u8; parasite::SIGINFO_SIZE]>) -> Vec<SigInfo> {
     v.into_iter()
         .map(|raw| SigInfo { raw: raw.to_vec() })
@@ -670,9 +728,9 @@ fn dump_process(
     p: &mut Proc,
     opts: &DumpOpts,
     dir: &ImageDir,
-    files: &mut files::FilesCtx,
-    mem: &mut mm::DumpMem,
+    (files, mem): (&mut files::FilesCtx, &mut mm::DumpMem),
     vdso_ips: &mut HashMap<u64, RemoteAddr>,
+    smaps: &mut SmapsAhead,
 ) -> Result<(u64, bool), DumpError> {
     // An exited leader has no mm, files or fs left to show: /proc is read through a live
     // thread of the process (its tid names the same process there).
@@ -683,7 +741,7 @@ fn dump_process(
         .unwrap_or(0o022);
 
     // Layout first: the scratch page must not show up in it. The VmFlags come from smaps,
-    // read beside the page copy below.
+    // read ahead (SmapsAhead).
     let mut vmas = proc::maps(pid)?;
     for v in &vmas {
         mm::check_dumpable(pid, v)?;
@@ -701,15 +759,7 @@ fn dump_process(
         };
         p.threads.iter_mut().for_each(|t| t.set_syscall_ip(ip));
     }
-    // The scratch page before smaps: mmap needs the mm lock smaps holds while it walks.
     let scratch = p.scratch()?;
-    // smaps walks every page table entry: beside the page copy when there is much to walk.
-    let big = vmas.iter().map(|v| v.len()).sum::<u64>() > 256 << 20;
-    let smaps = if big {
-        Some(std::thread::spawn(move || proc::smaps(pid)))
-    } else {
-        None
-    };
 
     // The process-wide state the kernel only tells the task itself, in one remote batch.
     let mut batch = Batch::new(scratch);
@@ -781,13 +831,9 @@ fn dump_process(
     // Memory contents.
     crate::debug!("pid {pid}: files read");
     // (mm::DumpMem: the pages go to the tree's pages file, copied beside the smaps read.)
-    let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas)?;
+    let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, Some((&mut p.threads[0], scratch)))?;
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
-    let smaps = match smaps {
-        Some(h) => h.join().expect("smaps reader panicked")?,
-        None => proc::smaps(pid)?,
-    };
-    mm::attach_flags(pid, &mut vmas, &smaps)?;
+    mm::attach_flags(pid, &mut vmas, &smaps.take(pid)?)?;
     let mm_stat = if p.leader_exited {
         proc::stat(pid)?
     } else {
