@@ -783,6 +783,8 @@ pub(crate) struct MmFds {
     /// fd of each shmem object, by id.
     pub shmem: Vec<(u32, i32)>,
     pub exe: i32,
+    /// fd of each pages file, by index, when the task reads its pages itself.
+    pub pages: Vec<(u32, i32)>,
 }
 
 /// The memory side of one restore: pages files, shmem objects, inheritance plan.
@@ -848,6 +850,12 @@ impl RestoreMem {
         })
     }
 
+    /// Crust's descriptors of the shmem objects, for the tasks to copy (after this,
+    /// [`RestoreMem::shmem_fd`] finds none).
+    pub fn take_shmem(&mut self) -> Vec<OwnedFd> {
+        self.shmem.drain().map(|(_, fd)| fd).collect()
+    }
+
     /// The pages files, for the take-over of every task.
     pub fn into_files(self) -> PageFiles {
         self.files
@@ -859,8 +867,13 @@ impl RestoreMem {
     }
 }
 
+/// Most bytes of pages a task reads itself (`pread` from the pages files, queued with the
+/// calls that map its memory): one remote round trip less than crust writing them
+/// ([`pages::fill`]), which takes over for more, where copying on every core pays.
+pub(crate) const FILL_IN_TASK_MAX: u64 = 1 << 20;
+
 /// Special mappings the kernel gave the restore child (`[vvar]`, `[vvar_vclock]`, `[vdso]`).
-fn special_kind(name: &str) -> Option<VmaKind> {
+pub(crate) fn special_kind(name: &str) -> Option<VmaKind> {
     match name {
         "[vdso]" => Some(VmaKind::VmaVdso),
         "[vvar]" => Some(VmaKind::VmaVvar),
@@ -878,8 +891,9 @@ pub(crate) struct TaskMem<'a> {
     pub premap: &'a Premap,
 }
 
-/// Replaces the address space of the restore child with the saved one. On return the task
-/// holds every saved VMA with its final protection and contents, and the trampoline.
+/// Replaces the address space of the restore child with the saved one. Once the calls left
+/// in `q` have run, the task holds every saved VMA with its final protection and contents,
+/// and the trampoline.
 /// `current` is the child's layout as read before the trampoline `tramp` was mapped (only its
 /// special mappings and busy ranges are used, and the trampoline is kept by its range).
 pub(crate) fn restore(
@@ -975,8 +989,10 @@ pub(crate) fn restore(
             })?;
         }
         moves.clear();
+    } else {
+        // The staging area must be free: the unmapping above done.
+        q.flush(t, pid)?;
     }
-    q.flush(t, pid)?;
     let staging = find_free(mm, current, tramp, moves.iter().map(|m| m.1).sum())
         .ok_or_else(|| layout("no room to move the vDSO".into()))?;
     let mut at = staging;
@@ -1095,15 +1111,32 @@ pub(crate) fn restore(
         }
     }
     // 4. Contents, except where the task prepared them itself.
-    let runs = m
+    let runs: Vec<pages::Run> = m
         .pages
         .runs
         .iter()
         .copied()
-        .filter(|r| !placed.iter().any(|&(s, e)| s <= r.vaddr && r.end() <= e));
-    // The areas exist before they are filled.
-    q.flush(t, pid)?;
-    pages::fill(pid, m.files, runs)?;
+        .filter(|r| !placed.iter().any(|&(s, e)| s <= r.vaddr && r.end() <= e))
+        .collect();
+    let fd_of = |file: u32| m.fds.pages.iter().find(|(f, _)| *f == file).map(|p| p.1);
+    if runs.iter().all(|r| fd_of(r.file).is_some()) {
+        // Read by the task, after the calls that map the areas.
+        for r in &runs {
+            let fd = fd_of(r.file).expect("checked above") as u64;
+            q.push_expect(
+                t,
+                pid,
+                libc::SYS_pread64,
+                [fd, r.vaddr, r.len, r.off, 0, 0],
+                Some(r.len),
+                || format!("read of pages {:#x}-{:#x}", r.vaddr, r.end()),
+            )?;
+        }
+    } else {
+        // The areas exist before they are filled.
+        q.flush(t, pid)?;
+        pages::fill(pid, m.files, runs.into_iter())?;
+    }
     for at in faulted {
         q.push(
             t,
@@ -1114,9 +1147,16 @@ pub(crate) fn restore(
         )?;
     }
     // 5. Huge pages where there were (best effort), guard regions.
-    q.flush(t, pid)?;
+    let collapse = mm
+        .vmas
+        .iter()
+        .any(|v| !v.huge.is_empty() && !m.premap.in_place(v.start, v.end));
+    if collapse {
+        // The collapse needs the pages written and the calls above done.
+        q.flush(t, pid)?;
+    }
     for v in &mm.vmas {
-        if !m.premap.in_place(v.start, v.end) {
+        if !v.huge.is_empty() && !m.premap.in_place(v.start, v.end) {
             for r in &v.huge {
                 const MADV_COLLAPSE: u64 = 25;
                 if let Err(e) = t.syscall_ok(
@@ -1169,7 +1209,7 @@ pub(crate) fn restore(
             )?;
         }
     }
-    q.flush(t, pid)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

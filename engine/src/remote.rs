@@ -140,6 +140,8 @@ pub(crate) struct Queue {
     cap: usize,
     calls: Vec<(i64, [u64; 6])>,
     whats: Vec<String>,
+    /// The result a call must return, where success is not enough (a full read).
+    expect: Vec<Option<u64>>,
     /// Where the queued calls' in-memory arguments go, and those waiting to be written.
     args_at: RemoteAddr,
     args_cap: usize,
@@ -160,6 +162,7 @@ impl Queue {
             cap: table_len as usize / parasite::batch_len(1),
             calls: Vec::new(),
             whats: Vec::new(),
+            expect: Vec::new(),
             args_at: args,
             args_cap: args_len as usize,
             args: Vec::new(),
@@ -197,8 +200,22 @@ impl Queue {
         args: [u64; 6],
         what: impl FnOnce() -> String,
     ) -> Result<(), RestoreError> {
+        self.push_expect(t, pid, nr, args, None, what)
+    }
+
+    /// Queues a call that must return `expect` (if given), not just succeed.
+    pub(crate) fn push_expect(
+        &mut self,
+        t: &mut Tracee,
+        pid: i32,
+        nr: i64,
+        args: [u64; 6],
+        expect: Option<u64>,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), RestoreError> {
         self.calls.push((nr, args));
         self.whats.push(what());
+        self.expect.push(expect);
         if self.calls.len() >= self.cap {
             self.flush(t, pid)?;
         }
@@ -212,6 +229,7 @@ impl Queue {
         }
         let calls = std::mem::take(&mut self.calls);
         let mut whats = std::mem::take(&mut self.whats);
+        let expect = std::mem::take(&mut self.expect);
         let args = std::mem::take(&mut self.args);
         if !args.is_empty() {
             t.write_mem(self.args_at, &args)?;
@@ -221,12 +239,28 @@ impl Queue {
         let Some(i) = results.len().checked_sub(1) else {
             return Ok(());
         };
-        RemoteSyscallError::check(t.tid(), calls[i].0, results[i])
-            .map(|_| ())
-            .map_err(|source| RestoreError::Remote {
+        RemoteSyscallError::check(t.tid(), calls[i].0, results[i]).map_err(|source| {
+            RestoreError::Remote {
                 pid,
                 what: whats.swap_remove(i),
                 source,
-            })
+            }
+        })?;
+        for (j, (&got, want)) in results.iter().zip(&expect).enumerate() {
+            if let Some(want) = *want {
+                if got as u64 != want {
+                    return Err(RestoreError::Remote {
+                        pid,
+                        what: format!("{}: {got} bytes of {want}", whats.swap_remove(j)),
+                        source: RemoteSyscallError::Failed {
+                            tid: t.tid(),
+                            nr: calls[j].0,
+                            source: std::io::ErrorKind::UnexpectedEof.into(),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -8,18 +8,22 @@
 //! 2. groups: group leaders `setpgid(0, 0)`, then members join their group; a session or
 //!    group whose leader had exited gets a helper task with that id (see [`Helper`]), which
 //!    exits and is reaped by its parent once groups are set;
-//! 3. files: each task receives its descriptors from crust over a unix socket
-//!    (`SCM_RIGHTS`), where crust opened every file description of the tree once (so sharing
-//!    between fds and tasks, and the shared offset, come back by construction), moves them to
-//!    their numbers, sets cwd and name, and stops itself (SIGSTOP) once crust has seized it.
+//! 3. files: each task copies its descriptors out of crust with `pidfd_getfd` (through a
+//!    pidfd of crust, the only descriptor of crust's that the tasks keep across their forks),
+//!    where crust opened every file description of the tree once (so sharing between fds and
+//!    tasks, and the shared offset, come back by construction), puts them at their numbers,
+//!    sets cwd and name, and stops itself (SIGSTOP) once crust has seized it.
 //!
 //! Then crust, as tracer, takes every task over with remote syscalls:
 //! a trampoline (a `syscall`, the remote batch code, a data page, the batch table and its
-//! arguments) where neither layout has anything, through which most calls run in batches
-//! ([`crate::remote::Queue`]) rather than one single-step each; the child's
-//! rseq (glibc's) unregistered, or the kernel kills the task with SIGSEGV once that memory is
-//! gone; everything else unmapped; `[vvar]`, `[vvar_vclock]`, `[vdso]` moved to their saved
-//! places; the saved VMAs mapped and filled ([`crate::mm`]); `PR_SET_MM_MAP`; threads created
+//! arguments) where neither layout has anything, which the task maps itself before it stops
+//! (or crust with a remote `mmap` if that place was taken), through which the calls run in
+//! batches ([`crate::remote::Queue`]) rather than one single-step each, flushed only where a
+//! result is needed (a simple task: one batch, then the trampoline's own unmapping); the
+//! child's rseq (glibc's) unregistered, or the kernel kills the task with SIGSEGV once that
+//! memory is gone; everything else unmapped; `[vvar]`, `[vvar_vclock]`, `[vdso]` moved to
+//! their saved places; the saved VMAs mapped and filled ([`crate::mm`]: a task with few pages
+//! reads them itself from the pages files, in the same batch); `PR_SET_MM_MAP`; threads created
 //! with a remote `clone3(set_tid)`; dispositions, queued signals, rlimits, per-thread state;
 //! the trampoline unmaps itself and the final registers go in at the trap after it. A process
 //! whose leader thread had exited gets its leader back only until its threads exist: the
@@ -104,11 +108,13 @@ struct Task {
     children: Vec<usize>,
     /// Where the task's descriptors sit while crust works on it (above all of its own).
     svc_base: i32,
-    /// Placement of each descriptor crust sends: its number in the task and close-on-exec.
+    /// Placement of each descriptor the task takes: its number in the task and close-on-exec.
     places: Vec<(i32, bool)>,
-    /// The task's end of its fd transport, its descriptors already queued in it. (Crust's end
-    /// is closed once they are sent: every task inherits what crust holds at the fork.)
-    transport: Option<OwnedFd>,
+    /// For each of `places`, the descriptor of crust's it copies.
+    sources: Vec<RawFd>,
+    /// Where the task maps its trampoline itself before it stops (free in its saved layout
+    /// and in crust's), or 0.
+    tramp: u64,
     cwd: CString,
     /// A descriptor of its removed working directory to `fchdir` to instead, or -1.
     cwd_fd: i32,
@@ -180,8 +186,12 @@ fn load_task(
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 /// Where the batch code sits in the trampoline's code page, after its `syscall`.
 const BATCH_CODE_AT: u64 = 64;
+/// `syscall`, at the start of the trampoline.
+const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
 /// Bytes of the trampoline's remote batch table, and of its arguments area.
 const BATCH_AREA: u64 = 4 * PAGE_SIZE;
+/// Bytes of the trampoline: code page, data page, batch table, arguments.
+const TRAMP_LEN: u64 = 2 * PAGE_SIZE + 2 * BATCH_AREA;
 
 /// VMAs sorted, page aligned, non-overlapping, inside the user address space.
 fn check_layout(mm: &MmEntry, image: &Path) -> Result<(), RestoreError> {
@@ -263,11 +273,19 @@ fn cstring(s: &str, image: &Path) -> Result<CString, RestoreError> {
     CString::new(s).map_err(|_| bad(image.into(), format!("{s:?} holds a NUL byte")))
 }
 
+/// What [`plan`] made.
+struct Plan {
+    tasks: Vec<Task>,
+    inv: images::pb::InventoryEntry,
+    /// Crust's descriptors the tasks copy (every file description of the tree, mapped
+    /// files, shmem objects, removed working directories), held until every task has its own.
+    held: Vec<OwnedFd>,
+    /// Crust's `[vdso]`, `[vvar]`... which every task has where crust has them.
+    specials: Vec<proc::Vma>,
+}
+
 /// Reads and checks every image, opens every file description, and plans each task.
-fn plan(
-    dir: &ImageDir,
-    opts: &RestoreOpts,
-) -> Result<(Vec<Task>, images::pb::InventoryEntry), RestoreError> {
+fn plan(dir: &ImageDir, opts: &RestoreOpts) -> Result<Plan, RestoreError> {
     let inv = dir.read_inventory()?;
     let own_pidns = inv.root_ns_flags & libc::CLONE_NEWPID as u64 != 0;
     let pstree: Vec<PstreeEntry> = dir.read(ImageKind::Pstree, None)?;
@@ -328,7 +346,8 @@ fn plan(
             children: Vec::new(),
             svc_base: 0,
             places: Vec::new(),
-            transport: None,
+            sources: Vec::new(),
+            tramp: 0,
             cwd: CString::default(),
             cwd_fd: -1,
             root: CString::default(),
@@ -409,12 +428,23 @@ fn plan(
         t.premap = p;
     }
     let mut opened: HashMap<String, OwnedFd> = HashMap::new();
+    // A mapped file is checked once however many tasks map it (the same libraries in every
+    // task of a tree).
+    let mut checked = std::collections::HashSet::new();
+    let mut check = |f: &images::pb::FileId| -> Result<(), RestoreError> {
+        let key = (f.path.clone(), f.size, f.mtime_ns, f.build_id.clone());
+        if !checked.contains(&key) {
+            check_file(f, opts.skip_file_validation)?;
+            checked.insert(key);
+        }
+        Ok(())
+    };
     for t in &mut tasks {
         let Some(img) = &t.images else { continue };
         let pid = t.entry.pid;
         let id = Some(pid as u32);
         let fdinfo_path = dir.file_path(ImageKind::Fdinfo, id);
-        let mut send: Vec<RawFd> = Vec::new();
+        let send = &mut t.sources;
         for e in &img.fdinfo {
             let fd = descs.get(&e.id).ok_or_else(|| {
                 bad(
@@ -459,13 +489,13 @@ fn plan(
             Ok(next - 1)
         };
         let exe = img.mm.exe.clone().unwrap_or_default();
-        check_file(&exe, opts.skip_file_validation)?;
-        t.mm_fds.exe = service(&exe.path, &mut send, &mut t.places)?;
+        check(&exe)?;
+        t.mm_fds.exe = service(&exe.path, send, &mut t.places)?;
         for v in &img.mm.vmas {
             if let Some(f) = &v.file {
                 if !t.mm_fds.files.iter().any(|(p, _)| p == &f.path) {
-                    check_file(f, opts.skip_file_validation)?;
-                    let fd = service(&f.path, &mut send, &mut t.places)?;
+                    check(f)?;
+                    let fd = service(&f.path, send, &mut t.places)?;
                     t.mm_fds.files.push((f.path.clone(), fd));
                 }
             }
@@ -486,6 +516,19 @@ fn plan(
                 next += 1;
             }
         }
+        // A task with few pages reads them itself (mm::FILL_IN_TASK_MAX).
+        let page_bytes: u64 = img.pages.runs.iter().map(|r| r.len).sum();
+        if page_bytes <= mm::FILL_IN_TASK_MAX {
+            let mut used: Vec<u32> = img.pages.runs.iter().map(|r| r.file).collect();
+            used.sort_unstable();
+            used.dedup();
+            for f in used {
+                send.push(mem.files.get(f).1.as_raw_fd());
+                t.places.push((next, true));
+                t.mm_fds.pages.push((f, next));
+                next += 1;
+            }
+        }
         // A removed working directory: crust's descriptor of the one it made again.
         if let Some(g) = &img.fs.cwd_ghost {
             let fd = cwd_dirs.get(&g.id).ok_or_else(|| {
@@ -498,17 +541,6 @@ fn plan(
             t.places.push((next, true));
             t.cwd_fd = next;
         }
-        let (ours, theirs) =
-            sys::fd_transport().map_err(|source| RestoreError::Clone { pid, source })?;
-        for chunk in send.chunks(sys::FDS_PER_MESSAGE) {
-            sys::send_fds(&ours, chunk).map_err(|source| RestoreError::ChildSetup {
-                pid,
-                what: "passing descriptors".into(),
-                source,
-            })?;
-        }
-        drop(ours);
-        t.transport = Some(theirs);
         t.cwd = cstring(&img.fs.cwd, &dir.file_path(ImageKind::Fs, id))?;
         if img.fs.root != "/" {
             t.root = cstring(&img.fs.root, &dir.file_path(ImageKind::Fs, id))?;
@@ -516,11 +548,29 @@ fn plan(
         let task_core = img.cores[0].task.as_ref().expect("checked in load");
         t.comm = cstring(&task_core.comm, &dir.file_path(ImageKind::Core, id))?;
     }
+    let mut held: Vec<OwnedFd> = descs.into_values().collect();
+    held.extend(opened.into_values());
+    held.extend(cwd_dirs.into_values());
+    held.extend(mem.take_shmem());
     let page_files = std::sync::Arc::new(mem.into_files());
     for t in &mut tasks {
         t.page_files = page_files.clone();
     }
-    Ok((tasks, inv))
+    // Each task maps its trampoline itself where neither layout has anything: its saved one
+    // and crust's, which it is a copy of (it finds out whether crust's changed there).
+    let mut own = proc::maps(std::process::id() as i32)?;
+    for t in &mut tasks {
+        if let Some(img) = &t.images {
+            t.tramp = mm::find_free(&img.mm, &own, (0, 0), TRAMP_LEN).unwrap_or(0);
+        }
+    }
+    own.retain(|v| mm::special_kind(&v.name).is_some());
+    Ok(Plan {
+        tasks,
+        inv,
+        held,
+        specials: own,
+    })
 }
 
 /// A task the restore adds for a session or process group whose leader had exited, as CRIU
@@ -755,6 +805,29 @@ struct Ctl {
     /// Tasks write their index here when they reach a stage. Each task moves it out of the
     /// way of its own descriptors, hence the atomic (each task has its own copy).
     ready_w: std::sync::atomic::AtomicI32,
+    /// A pidfd of crust, through which the tasks copy their descriptors (`pidfd_getfd`).
+    pidfd: RawFd,
+    /// One word per task: 1 once it mapped its trampoline (at `Task::tramp`).
+    tramps: sys::SharedWords,
+    /// Crust's special mappings, the task's own while it has crust's layout.
+    specials: Vec<proc::Vma>,
+    /// The only descriptors of crust's a task keeps across its forks, sorted: `ready_w`,
+    /// `pidfd`, and the pages files the tasks read the areas they prepare from. Forks then
+    /// copy a short descriptor table, not every description of the tree.
+    keep: Vec<RawFd>,
+}
+
+/// Closes every descriptor but `keep` (sorted), without allocating.
+fn close_all_but(keep: &[RawFd]) {
+    let mut from = 0u32;
+    for &k in keep {
+        let k = k as u32;
+        if k > from {
+            let _ = child::close_range(from, k - 1);
+        }
+        from = from.max(k + 1);
+    }
+    let _ = child::close_range(from, u32::MAX);
 }
 
 fn report(ctl: &Ctl, i: usize) {
@@ -777,7 +850,12 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
             child::exit(90 + err.raw_os_error().unwrap_or(0).min(9));
         }
     }
-    child::reset_signals(signals::NSIG as i32);
+    if i == 0 {
+        // Crust's dispositions go; the tasks it forks inherit these.
+        child::reset_signals(signals::NSIG as i32);
+    }
+    // Before any fork: what the children copy is only what they need.
+    close_all_but(&ctl.keep);
     // Private memory shared with children since fork, mapped before they are forked.
     mm::inherit::prepare(&t.premap);
     if e.subreaper {
@@ -832,52 +910,58 @@ fn task_main(tasks: &[Task], i: usize, ctl: &Ctl) -> std::convert::Infallible {
         child::exit(63);
     }
     let _ = child::set_name(&t.comm);
+    // The trampoline crust's remote calls run from: one remote call less for crust.
+    if t.tramp != 0 {
+        let code: [(u64, &[u8]); 2] = [(0, &SYSCALL_INSN), (BATCH_CODE_AT, &parasite::BATCH_CODE)];
+        if child::map_code(t.tramp, TRAMP_LEN, &code).is_ok() {
+            ctl.tramps.set(i, 1);
+        }
+    }
     report(ctl, i);
     ctl.go.wait_at_least(i, STAGE_STOP);
     let _ = child::stop_self();
     child::exit(71)
 }
 
-/// Takes the task's descriptors from its transport and puts each at its number.
+/// Copies the task's descriptors out of crust and puts each at its number. Allocates
+/// nothing: every page the task writes is a copy of crust's.
 fn receive_fds(t: &Task, ctl: &Ctl) -> Result<(), i32> {
-    let Some(sock) = &t.transport else {
-        return Ok(());
-    };
+    // Crust's pidfd and the report pipe go out of the way of every number the task will use
+    // (what is left above them goes with the service descriptors at take-over).
     let ctl_min = t.places.iter().map(|p| p.0).max().unwrap_or(2) + 1;
-    let sock = child::dup_above(sock.as_raw_fd(), ctl_min)? as i32;
+    let pidfd = child::dup_above(ctl.pidfd, ctl_min)? as i32;
     let ready = ctl.ready_w.load(std::sync::atomic::Ordering::Relaxed);
     let ready = child::dup_above(ready, ctl_min)? as i32;
     ctl.ready_w
         .store(ready, std::sync::atomic::Ordering::Relaxed);
-    let mut got: Vec<RawFd> = Vec::with_capacity(t.places.len());
-    while got.len() < t.places.len() {
-        let fds = sys::recv_fds(sock).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-        if fds.is_empty() {
-            return Err(libc::EPROTO);
-        }
-        for fd in fds {
-            // Out of the way of every number the task will use.
-            let high = child::dup_above(fd, ctl_min)? as i32;
-            child::close(fd)?;
-            got.push(high);
-        }
-    }
     // Everything crust's copy held below the high water mark goes.
     child::close_range(0, (ctl_min - 1) as u32)?;
-    for (&fd, &(want, cloexec)) in got.iter().zip(&t.places) {
-        child::dup2(fd, want)?;
-        child::close(fd)?;
-        if cloexec {
-            child::fcntl(want, libc::F_SETFD, libc::FD_CLOEXEC as i64)?;
+    for (&src, &(want, cloexec)) in t.sources.iter().zip(&t.places) {
+        // The lowest free number: never one already placed, maybe one still to place.
+        let fd = child::pidfd_getfd(pidfd, src)? as i32;
+        if fd != want {
+            child::dup2(fd, want)?;
+            child::close(fd)?;
+        }
+        // pidfd_getfd sets close-on-exec, dup2 clears it.
+        if cloexec != (fd == want) {
+            let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+            child::fcntl(want, libc::F_SETFD, flags as i64)?;
         }
     }
+    child::close(pidfd)?;
     Ok(())
 }
 
 /// Restores the tree saved in `opts.images_dir`; on success it is running.
 pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     let dir = ImageDir::open(&opts.images_dir)?;
-    let (tasks, inv) = plan(&dir, opts)?;
+    let Plan {
+        tasks,
+        inv,
+        held,
+        specials,
+    } = plan(&dir, opts)?;
     let root = inv.root_pid;
     // Only the namespace kinds crust knows how to recreate.
     let ns_flags = inv.root_ns_flags & crate::ns::KINDS.iter().fold(0, |a, k| a | k.1);
@@ -897,7 +981,19 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         .map_err(|source| RestoreError::Clone { pid: root, source })?;
     let (ready_r, ready_w) =
         sys::pipe_cloexec().map_err(|source| RestoreError::Clone { pid: root, source })?;
+    let pidfd = sys::pidfd_open(std::process::id() as i32)
+        .map_err(|source| RestoreError::Clone { pid: root, source })?;
+    let mut keep: Vec<RawFd> = tasks.iter().flat_map(|t| t.premap.fds()).collect();
+    keep.extend([ready_w.as_raw_fd(), pidfd.as_raw_fd()]);
+    keep.sort_unstable();
+    keep.dedup();
+    let tramps = sys::SharedWords::new(tasks.len())
+        .map_err(|source| RestoreError::Clone { pid: root, source })?;
     let ctl = Ctl {
+        pidfd: pidfd.as_raw_fd(),
+        tramps,
+        specials,
+        keep,
         ns_flags,
         hostname: inv.hostname.clone(),
         domainname: inv.domainname.clone(),
@@ -906,6 +1002,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
     };
     let root_entry = &tasks[0].entry;
     sys::trim_heap();
+    collapse_own_memory(live.len());
     let forked = sys::fork_with_pid(&tasks[0].tids, ns_flags, libc::SIGCHLD, || {
         task_main(&tasks, 0, &ctl)
     });
@@ -936,7 +1033,7 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         for &i in &helpers {
             ctl.go.set(i, STAGE_FILES);
         }
-        take_over_all(&tasks, &real, &ctl, &ready_r)
+        take_over_all(&tasks, &real, &ctl, &ready_r, held)
     });
     match result {
         Ok(()) => {
@@ -969,6 +1066,38 @@ pub fn restore(opts: &RestoreOpts) -> Result<Restored, RestoreError> {
         }
     }
 }
+
+/// Backs crust's private anonymous memory (its heap, where the plan is) with huge pages before
+/// a large tree is forked from it. Every task forked copies crust's page tables and unmaps them
+/// at its take-over: a page table entry per 4 KiB page, against one per 2 MiB huge page. The
+/// tasks themselves write nothing there (they allocate nothing), so the huge pages stay shared
+/// whole. Best effort: memory that cannot be collapsed stays as it is.
+fn collapse_own_memory(tasks: usize) {
+    const HUGE: u64 = 2 << 20;
+    let Ok(maps) = proc::maps(std::process::id() as i32) else {
+        return;
+    };
+    let private_anon = |v: &&proc::Vma| {
+        v.read && v.write && !v.shared && v.ino == 0 && (v.name.is_empty() || v.name == "[heap]")
+    };
+    let anon: u64 = maps.iter().filter(private_anon).map(|v| v.len()).sum();
+    // Page table entries copied and dropped again by all forks: worth a copy of the memory
+    // into huge pages only for large trees.
+    if (anon / PAGE_SIZE) * tasks as u64 <= COLLAPSE_ABOVE {
+        return;
+    }
+    for v in maps.iter().filter(private_anon) {
+        let (start, end) = (v.start.next_multiple_of(HUGE), v.end / HUGE * HUGE);
+        if start < end {
+            if let Err(e) = sys::collapse_huge(start, end - start) {
+                crate::debug!("crust's memory at {start:#x}-{end:#x} not collapsed: {e}");
+            }
+        }
+    }
+}
+
+/// See [`collapse_own_memory`]: page table entries all forks would copy.
+const COLLAPSE_ABOVE: u64 = 50_000;
 
 /// `--shell-job`: the restored root is in crust's session (it inherits it) and, when it led
 /// its group, leads a group of its own there; if that group was the foreground one of its
@@ -1034,11 +1163,13 @@ fn wait_reports(
 /// Seizes every live task as it stops itself and rebuilds it, on one worker thread per core:
 /// ptrace ties a tracee to the thread that seized it, so each worker keeps its tasks to the
 /// end and releases them itself, once every worker has succeeded.
+/// `held`: crust's descriptors the tasks copy, closed once every task has its own.
 fn take_over_all(
     tasks: &[Task],
     live: &[usize],
     ctl: &Ctl,
     ready_r: &OwnedFd,
+    held: Vec<OwnedFd>,
 ) -> Result<(), RestoreError> {
     use std::sync::mpsc;
     let workers = std::thread::available_parallelism()
@@ -1093,6 +1224,7 @@ fn take_over_all(
             }
         }
         drop(jobs);
+        drop(held);
         // One verdict per worker (they keep their sender until they are told what to do).
         let mut result = dispatch;
         for _ in 0..workers {
@@ -1138,7 +1270,13 @@ fn seize_and_take_over(tasks: &[Task], i: usize, ctl: &Ctl) -> Result<Vec<Tracee
     }
     crate::debug!("pid {pid}: stopped for take-over");
     let mut threads = vec![Tracee::from_stopped(Tid(pid), StopKind::Interrupted)?];
-    take_over(&mut threads, &tasks[i], i == 0)?;
+    let mapped = (ctl.tramps.get(i) == 1).then_some(&ctl.specials[..]);
+    crate::debug!(
+        "pid {pid}: trampoline {:#x} mapped by the task: {}",
+        tasks[i].tramp,
+        mapped.is_some()
+    );
+    take_over(&mut threads, &tasks[i], i == 0, mapped)?;
     crate::debug!("pid {pid}: rebuilt");
     Ok(threads)
 }
@@ -1170,24 +1308,73 @@ const MAP_FIXED_NOREPLACE: u64 = 0x100000;
 
 /// Rebuilds one process in its stopped restore child; `threads` holds its leader and receives
 /// the threads it creates.
-fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<(), RestoreError> {
+/// `mapped`: the task mapped its trampoline itself, at `task.tramp`; then its layout is
+/// still crust's as it was forked, of which these are the special mappings.
+fn take_over(
+    threads: &mut Vec<Tracee>,
+    task: &Task,
+    is_root: bool,
+    mapped: Option<&[proc::Vma]>,
+) -> Result<(), RestoreError> {
     let img = task.images.as_ref().expect("live task");
     let pid = task.entry.pid;
     let t = &mut threads[0];
     // Every task is a fork of crust, with crust's vDSO where crust has it: the `syscall`
     // instruction found in the first serves them all.
     static SYSCALL_IP: std::sync::OnceLock<RemoteAddr> = std::sync::OnceLock::new();
-    match SYSCALL_IP.get() {
-        Some(&ip) => t.set_syscall_ip(ip),
-        None => {
-            let ip = t.find_syscall_ip()?;
-            let _ = SYSCALL_IP.set(ip);
-        }
-    }
-    // glibc's rseq area is about to disappear: unregister it first.
     let rseq = t.rseq_configuration()?;
+    // The trampoline: a `syscall` page (and the batch code), a data page, the call table and
+    // the arguments area of remote batches.
+    let tlen = TRAMP_LEN;
+    let (tramp, current) = match mapped {
+        Some(specials) => (task.tramp, specials.to_vec()),
+        None => {
+            match SYSCALL_IP.get() {
+                Some(&ip) => t.set_syscall_ip(ip),
+                None => {
+                    let ip = t.find_syscall_ip()?;
+                    let _ = SYSCALL_IP.set(ip);
+                }
+            }
+            let current = proc::maps(pid)?;
+            let tramp_at = mm::find_free(&img.mm, &current, (0, 0), tlen).ok_or_else(|| {
+                RestoreError::Layout {
+                    pid,
+                    what: "no room for the trampoline".into(),
+                }
+            })?;
+            let tramp = rsys(
+                t,
+                pid,
+                libc::SYS_mmap,
+                [
+                    tramp_at,
+                    tlen,
+                    // Executable as it is: one remote call less than an mprotect after
+                    // writing the code; it is gone before the task runs again.
+                    (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE,
+                    u64::MAX,
+                    0,
+                ],
+                || "mmap of the trampoline".into(),
+            )?;
+            t.write_mem(RemoteAddr(tramp), &SYSCALL_INSN)?;
+            t.write_mem(RemoteAddr(tramp + BATCH_CODE_AT), &parasite::BATCH_CODE)?;
+            (tramp, current)
+        }
+    };
+    t.set_syscall_ip(RemoteAddr(tramp));
+    let data = RemoteAddr(tramp + PAGE_SIZE);
+    let table = tramp + 2 * PAGE_SIZE;
+    let mut q = Queue::new(
+        RemoteAddr(tramp + BATCH_CODE_AT),
+        (RemoteAddr(table), BATCH_AREA),
+        (RemoteAddr(table + BATCH_AREA), BATCH_AREA),
+    );
+    // glibc's rseq area is about to disappear: unregistered first thing.
     if rseq.rseq_abi_pointer != 0 {
-        rsys(
+        q.push(
             t,
             pid,
             libc::SYS_rseq,
@@ -1202,41 +1389,6 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
             || "unregister the restore child's rseq".into(),
         )?;
     }
-    // The trampoline: a `syscall` page (and the batch code), a data page, the call table and
-    // the arguments area of remote batches.
-    let current = proc::maps(pid)?;
-    let tlen = 2 * PAGE_SIZE + 2 * BATCH_AREA;
-    let tramp_at =
-        mm::find_free(&img.mm, &current, (0, 0), tlen).ok_or_else(|| RestoreError::Layout {
-            pid,
-            what: "no room for the trampoline".into(),
-        })?;
-    let tramp = rsys(
-        t,
-        pid,
-        libc::SYS_mmap,
-        [
-            tramp_at,
-            tlen,
-            // Executable as it is: one remote call less than an mprotect after writing the
-            // code; it is gone before the task runs again.
-            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64 | MAP_FIXED_NOREPLACE,
-            u64::MAX,
-            0,
-        ],
-        || "mmap of the trampoline".into(),
-    )?;
-    t.write_mem(RemoteAddr(tramp), &[0x0f, 0x05])?;
-    t.write_mem(RemoteAddr(tramp + BATCH_CODE_AT), &parasite::BATCH_CODE)?;
-    t.set_syscall_ip(RemoteAddr(tramp));
-    let data = RemoteAddr(tramp + PAGE_SIZE);
-    let table = tramp + 2 * PAGE_SIZE;
-    let mut q = Queue::new(
-        RemoteAddr(tramp + BATCH_CODE_AT),
-        (RemoteAddr(table), BATCH_AREA),
-        (RemoteAddr(table + BATCH_AREA), BATCH_AREA),
-    );
 
     mm::restore(
         t,
@@ -1254,7 +1406,7 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
     if fault::hit("restore-after-mm") {
         return Err(RestoreError::Fault("restore-after-mm"));
     }
-    set_mm_map(t, pid, &img.mm, task.mm_fds.exe, data)?;
+    set_mm_map(t, pid, &img.mm, task.mm_fds.exe, &mut q)?;
 
     let task_core = img.cores[0].task.as_ref().expect("checked in load");
     signals::restore_actions(t, pid, &mut q, &img.sigacts)?;
@@ -1315,19 +1467,22 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         [task_core.umask as u64, 0, 0, 0, 0, 0],
         || "umask".into(),
     )?;
-    q.flush(t, pid)?;
     signals::restore_pending(
         t,
         pid,
         task.ns_pid,
         task.ns_pid,
-        data,
+        &mut q,
         &task_core.pending_shared,
         true,
     )?;
     // POSIX locks belong to the task: taken now that it closes no more descriptors.
-    files::locks::restore_posix(t, pid, data, &img.fdinfo)?;
-    restore_rlimits(t, pid, data, &img.rlimits)?;
+    files::locks::restore_posix(t, pid, &mut q, &img.fdinfo)?;
+    restore_rlimits(t, pid, data, &img.rlimits, &mut q)?;
+    if img.cores.len() > 1 {
+        // Everything so far is the leader's to run, before its threads exist.
+        q.flush(t, pid)?;
+    }
 
     // The other threads, created by the leader with their saved tids.
     for (i, core) in img.cores.iter().enumerate().skip(1) {
@@ -1345,16 +1500,10 @@ fn take_over(threads: &mut Vec<Tracee>, task: &Task, is_root: bool) -> Result<()
         if i == 0 && exited {
             continue;
         }
-        restore_thread(
-            th,
-            pid,
-            (task.ns_pid, task.ns_threads[i]),
-            core,
-            data,
-            &mut q,
-        )?;
+        restore_thread(th, pid, (task.ns_pid, task.ns_threads[i]), core, &mut q)?;
     }
-    // Timers last, so that CPU-time timers do not count crust's work.
+    // Timers last, so that CPU-time timers do not count crust's work (restore_thread ran
+    // every queued call).
     crate::timers::restore(&mut threads[0], pid, data, &task_core.itimers)?;
     if !task_core.dumpable {
         q.push(
@@ -1478,7 +1627,6 @@ fn restore_thread(
     pid: i32,
     (ns_pid, ns_tid): (i32, i32),
     core: &CoreEntry,
-    data: RemoteAddr,
     q: &mut Queue,
 ) -> Result<(), RestoreError> {
     let th = core.thread.as_ref().expect("checked in load");
@@ -1519,8 +1667,7 @@ fn restore_thread(
         [libc::PR_SET_NAME as u64, at, 0, 0, 0, 0],
         || format!("name of thread {tid}"),
     )?;
-    q.flush(t, pid)?;
-    signals::restore_pending(t, pid, ns_pid, ns_tid, data, &th.pending, false)?;
+    signals::restore_pending(t, pid, ns_pid, ns_tid, q, &th.pending, false)?;
     for (on, op, arg) in [
         (th.keepcaps, libc::PR_SET_KEEPCAPS, 1),
         (
@@ -1573,18 +1720,29 @@ fn restore_thread(
     Ok(())
 }
 
-/// `prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof(map))`: mm fields, auxv and exe in one call.
+/// Queues `prctl(PR_SET_MM, PR_SET_MM_MAP, &map, sizeof(map))`: mm fields, auxv and exe in
+/// one call.
 fn set_mm_map(
     t: &mut Tracee,
     pid: i32,
     mm: &MmEntry,
     exe_fd: i32,
-    data: RemoteAddr,
+    q: &mut Queue,
 ) -> Result<(), RestoreError> {
     const PR_SET_MM: u64 = 35;
     const PR_SET_MM_MAP: u64 = 14;
     const MAP_SIZE: usize = 104;
-    let auxv_at = data.0 + 128;
+    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    if auxv.len() > 2048 {
+        return Err(RestoreError::Layout {
+            pid,
+            what: format!(
+                "auxv of {} bytes is larger than the kernel keeps",
+                auxv.len()
+            ),
+        });
+    }
+    let auxv_at = q.arg(t, pid, &auxv)?;
     let mut map = Vec::with_capacity(MAP_SIZE);
     for w in [
         mm.start_code,
@@ -1602,44 +1760,49 @@ fn set_mm_map(
     ] {
         map.extend_from_slice(&w.to_ne_bytes());
     }
-    let auxv: Vec<u8> = mm.auxv.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    if auxv.len() > 2048 {
-        return Err(RestoreError::Layout {
-            pid,
-            what: format!(
-                "auxv of {} bytes is larger than the kernel keeps",
-                auxv.len()
-            ),
-        });
-    }
     map.extend_from_slice(&(auxv.len() as u32).to_ne_bytes());
     map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
-    t.write_mem(data, &map)?;
-    t.write_mem(RemoteAddr(auxv_at), &auxv)?;
-    rsys(
+    let map_at = q.arg(t, pid, &map)?;
+    q.push(
         t,
         pid,
         libc::SYS_prctl,
-        [PR_SET_MM, PR_SET_MM_MAP, data.0, MAP_SIZE as u64, 0, 0],
+        [PR_SET_MM, PR_SET_MM_MAP, map_at, MAP_SIZE as u64, 0, 0],
         || "prctl(PR_SET_MM_MAP)".into(),
-    )?;
-    Ok(())
+    )
 }
 
+/// Sets the saved limits that differ from those the task inherited from crust: queued in `q`
+/// where the hard limit is not raised (which cannot fail for want of privilege), one by one
+/// otherwise, keeping the current hard limit where it cannot be raised.
 fn restore_rlimits(
     t: &mut Tracee,
     pid: i32,
     data: RemoteAddr,
     rlimits: &[RlimitEntry],
+    q: &mut Queue,
 ) -> Result<(), RestoreError> {
     for r in rlimits {
-        // The task inherited crust's limits: only differing ones need a remote call.
-        if own_rlimit(r.resource) == Some((r.cur, r.max)) {
+        let own = own_rlimit(r.resource);
+        if own == Some((r.cur, r.max)) {
             continue;
         }
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&r.cur.to_ne_bytes());
         raw[8..].copy_from_slice(&r.max.to_ne_bytes());
+        if own.is_some_and(|(_, max)| r.max <= max) {
+            let at = q.arg(t, pid, &raw)?;
+            q.push(
+                t,
+                pid,
+                libc::SYS_prlimit64,
+                [0, r.resource as u64, at, 0, 0, 0],
+                || format!("setrlimit({})", r.resource),
+            )?;
+            continue;
+        }
+        // Its memory holds what the queue wrote so far; the call must come after them.
+        q.flush(t, pid)?;
         t.write_mem(data, &raw)?;
         let res = t.syscall_ok(libc::SYS_prlimit64, [0, r.resource as u64, data.0, 0, 0, 0]);
         match res {
@@ -1686,12 +1849,21 @@ fn restore_rlimits(
     Ok(())
 }
 
+/// Crust's own limit of `resource`, the one its forks inherit (read once: crust sets its
+/// limits when it starts, before any restore).
 fn own_rlimit(resource: u32) -> Option<(u64, u64)> {
-    let mut l = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    (sys::getrlimit(resource, &mut l) == 0).then_some((l.rlim_cur, l.rlim_max))
+    const N: usize = 32;
+    static OWN: std::sync::OnceLock<[Option<(u64, u64)>; N]> = std::sync::OnceLock::new();
+    let own = OWN.get_or_init(|| {
+        std::array::from_fn(|i| {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            (sys::getrlimit(i as u32, &mut l) == 0).then_some((l.rlim_cur, l.rlim_max))
+        })
+    });
+    own.get(resource as usize).copied().flatten()
 }
 
 /// Waits for the restored root task (crust's child) and returns its exit status the way a

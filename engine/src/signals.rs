@@ -7,7 +7,7 @@
 //! task queue any siginfo to itself).
 
 use images::pb::{SigInfo, SigactionEntry};
-use parasite::{RemoteAddr, Tracee};
+use parasite::Tracee;
 
 use crate::error::{DumpError, RestoreError};
 use crate::remote::{Batch, Queue, Ran};
@@ -95,15 +95,15 @@ pub(crate) fn restore_actions(
 }
 
 /// Queues `pending` again in the restored thread `tid` of process `tgid` (both as the task
-/// sees them, inside its pid namespace); `shared` selects the process-wide queue. `pid` names
-/// the task in errors.
+/// sees them, inside its pid namespace), through the remote call queue `q`; `shared` selects
+/// the process-wide queue. `pid` names the task in errors.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_pending(
     t: &mut Tracee,
     pid: i32,
     tgid: i32,
     tid: i32,
-    scratch: RemoteAddr,
+    q: &mut Queue,
     pending: &[SigInfo],
     shared: bool,
 ) -> Result<(), RestoreError> {
@@ -118,19 +118,19 @@ pub(crate) fn restore_pending(
         if !(1..=NSIG as i32).contains(&sig) || !catchable(sig as u32) {
             continue;
         }
-        t.write_mem(scratch, &si.raw)?;
+        let at = q.arg(t, pid, &si.raw)?;
         let (nr, args) = if shared {
             (
                 libc::SYS_rt_sigqueueinfo,
-                [tgid as u64, sig as u64, scratch.0, 0, 0, 0],
+                [tgid as u64, sig as u64, at, 0, 0, 0],
             )
         } else {
             (
                 libc::SYS_rt_tgsigqueueinfo,
-                [tgid as u64, tid as u64, sig as u64, scratch.0, 0, 0],
+                [tgid as u64, tid as u64, sig as u64, at, 0, 0],
             )
         };
-        crate::mm::rsys(t, pid, nr, args, || format!("queue signal {sig}"))?;
+        q.push(t, pid, nr, args, || format!("queue signal {sig}"))?;
     }
     Ok(())
 }

@@ -20,9 +20,10 @@
 use std::os::fd::OwnedFd;
 
 use images::pb::{file_entry, file_lock, FdinfoEntry, FileEntry, FileLock};
-use parasite::{RemoteAddr, Tracee};
+use parasite::Tracee;
 
 use crate::error::RestoreError;
+use crate::remote::Queue;
 
 /// Locks of one descriptor: those of its description, and the task's POSIX ones.
 #[derive(Debug, Default, PartialEq)]
@@ -184,12 +185,12 @@ fn flock_bytes(l: &FileLock) -> [u8; 32] {
     b
 }
 
-/// Takes the task's POSIX locks back: `fcntl(fd, F_SETLK, &flock)` run by the task `t`, the
-/// struct written at `scratch`.
+/// Takes the task's POSIX locks and leases back: `fcntl(fd, F_SETLK, &flock)` and
+/// `fcntl(fd, F_SETLEASE, type)`, queued in `q` for the task `t` to run.
 pub(crate) fn restore_posix(
     t: &mut Tracee,
     pid: i32,
-    scratch: RemoteAddr,
+    q: &mut Queue,
     fdinfo: &[FdinfoEntry],
 ) -> Result<(), RestoreError> {
     for e in fdinfo {
@@ -200,7 +201,7 @@ pub(crate) fn restore_posix(
                 } else {
                     libc::F_RDLCK
                 };
-                crate::mm::rsys(
+                q.push(
                     t,
                     pid,
                     libc::SYS_fcntl,
@@ -209,12 +210,12 @@ pub(crate) fn restore_posix(
                 )?;
                 continue;
             }
-            t.write_mem(scratch, &flock_bytes(l))?;
-            crate::mm::rsys(
+            let at = q.arg(t, pid, &flock_bytes(l))?;
+            q.push(
                 t,
                 pid,
                 libc::SYS_fcntl,
-                [e.fd as u64, libc::F_SETLK as u64, scratch.0, 0, 0, 0],
+                [e.fd as u64, libc::F_SETLK as u64, at, 0, 0, 0],
                 || format!("fd {}: POSIX lock {}+{}", e.fd, l.start, l.len),
             )?;
         }

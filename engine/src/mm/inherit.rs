@@ -111,6 +111,17 @@ impl Premap {
         })
     }
 
+    /// The descriptors (pages files of crust's) the task reads its areas from.
+    pub fn fds(&self) -> impl Iterator<Item = i32> + '_ {
+        self.areas
+            .iter()
+            .flat_map(|a| a.fix.iter().chain(&a.fresh))
+            .filter_map(|op| match *op {
+                Op::Fill { fd, .. } => Some(fd),
+                _ => None,
+            })
+    }
+
     /// The prepared areas, in place.
     pub fn placed(&self) -> Vec<(u64, u64)> {
         let Some(words) = &self.words else {

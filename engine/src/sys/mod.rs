@@ -167,6 +167,52 @@ pub mod child {
         // SAFETY: integers only.
         ret(unsafe { libc::close(fd) } as i64)
     }
+    /// `pidfd_getfd(pidfd, fd, 0)`: a copy of descriptor `fd` of the process `pidfd` names,
+    /// at the lowest free number, close-on-exec.
+    pub fn pidfd_getfd(pidfd: i32, fd: i32) -> Raw {
+        // SAFETY: integers only.
+        ret(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) })
+    }
+    /// `mmap(at, len, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS |
+    /// MAP_FIXED_NOREPLACE, -1, 0)`, then each `(offset, bytes)` of `code` copied in.
+    pub fn map_code(at: u64, len: u64, code: &[(u64, &[u8])]) -> Raw {
+        const MAP_FIXED_NOREPLACE: i32 = 0x100000;
+        if code.iter().any(|(off, b)| off + b.len() as u64 > len) {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: the call only adds memory.
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(errno());
+        }
+        if p as u64 != at {
+            // A kernel without MAP_FIXED_NOREPLACE took it as a hint.
+            // SAFETY: unmapping exactly the fresh mapping made above.
+            unsafe { libc::munmap(p, len as usize) };
+            return Err(libc::EEXIST);
+        }
+        for (off, bytes) in code {
+            // SAFETY: the destination lies inside the fresh writable mapping of `len` bytes
+            // (checked above), which nothing else refers to.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    p.cast::<u8>().add(*off as usize),
+                    bytes.len(),
+                )
+            };
+        }
+        Ok(at as i64)
+    }
     /// `close_range(first, last, 0)`
     pub fn close_range(first: u32, last: u32) -> Raw {
         // SAFETY: integers only.
@@ -324,6 +370,19 @@ pub fn trim_heap() {
     // SAFETY: malloc_trim only walks and releases the allocator's own free chunks; it is
     // called from a single-threaded point, like the forks that follow it.
     unsafe { libc::malloc_trim(0) };
+}
+
+/// `madvise(start, len, MADV_COLLAPSE)`: backs the range with transparent huge pages now,
+/// whatever the system's THP policy (Linux 6.1).
+pub fn collapse_huge(start: u64, len: u64) -> io::Result<()> {
+    const MADV_COLLAPSE: i32 = 25;
+    // SAFETY: MADV_COLLAPSE changes how memory is backed, never its contents; a range that
+    // is not fully mapped is refused with an error.
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, len as usize, MADV_COLLAPSE) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Forks a child with the pids `tids` (clone3 + set_tid: innermost pid namespace first) and
@@ -732,50 +791,6 @@ pub fn set_status_flags(fd: &OwnedFd, flags: i32) -> io::Result<()> {
     // SAFETY: integers only.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) };
     check(r as libc::c_long).map(drop)
-}
-
-/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: crust's end and the task's end of an
-/// fd transport.
-pub fn fd_transport() -> io::Result<(OwnedFd, OwnedFd)> {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(io::Error::from)
-}
-
-/// Most descriptors one `SCM_RIGHTS` message may carry (the kernel's SCM_MAX_FD is 253).
-pub const FDS_PER_MESSAGE: usize = 250;
-
-/// `sendmsg(sock, {1 byte, SCM_RIGHTS fds})`
-pub fn send_fds(sock: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    use std::os::fd::AsRawFd;
-    let iov = [io::IoSlice::new(&[0u8])];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .map(drop)
-        .map_err(io::Error::from)
-}
-
-/// `recvmsg(sock)` of one message from [`send_fds`]; returns the descriptors it carried.
-pub fn recv_fds(sock: RawFd) -> io::Result<Vec<RawFd>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; FDS_PER_MESSAGE]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(io::Error::from)?;
-    let mut out = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            out.extend(fds);
-        }
-    }
-    Ok(out)
 }
 
 /// `getrlimit(resource, &l)`
