@@ -317,11 +317,16 @@ impl DumpMem {
 
     /// Finds the pages of a frozen task to save and returns its pagemap. A dump copies them at
     /// once; a pre-dump plans their copy for [`DumpMem::finish`], after the tree runs again.
+    ///
+    /// `task`: a stopped thread of the task and its scratch area, through which the task
+    /// writes the scattered runs of an incremental dump itself
+    /// ([`pages::PagesOut::copy_in_task`]).
     pub fn dump_pages(
         &mut self,
         pid: i32,
         ppid: i32,
         vmas: &[Vma],
+        task: Option<(&mut Tracee, RemoteAddr)>,
     ) -> Result<Vec<PagemapEntry>, DumpError> {
         let prev_entries = match (&self.prev, self.old.contains_key(&pid)) {
             (Some(p), true) if p.exists(ImageKind::Pagemap, Some(pid as u32)) => {
@@ -397,8 +402,11 @@ impl DumpMem {
         self.done.insert(pid, entries.clone());
         if !self.opts.pre_dump {
             // Now, while smaps is read beside (the tree stays frozen until the end anyway).
-            let jobs = std::mem::take(&mut self.jobs);
+            let mut jobs = std::mem::take(&mut self.jobs);
             crate::debug!("pid {pid}: {} runs to copy", jobs.len());
+            if let Some((t, scratch)) = task {
+                jobs = self.out.copy_in_task(t, pid, scratch, jobs)?;
+            }
             self.out.copy(&jobs, &[], false)?;
         }
         Ok(entries)

@@ -20,7 +20,10 @@
 //! `/proc/PID/mem` for what the task cannot read itself, and for pages it shares with another
 //! process: `process_vm_readv` pins pages, and pinning a page shared since fork makes the
 //! kernel (5.19+) give the task a private copy, breaking the sharing), beside the read of its
-//! smaps. A
+//! smaps. Many small runs (the written pages of an incremental dump) are written by the
+//! frozen task itself, with remote `pwritev` calls on a descriptor of the pages file passed to
+//! it ([`PagesOut::copy_in_task`]). What does not fit in the page cache without the kernel
+//! throttling the writer goes to the disk with `O_DIRECT`. A
 //! pre-dump copies after the tree runs again ([`PagesOut::copy`] with `tolerant`): a page
 //! changed meanwhile is caught by the tracker armed before, except the pages a child shares
 //! with its parent, whose one stored copy must be taken while both are still frozen.
@@ -39,6 +42,8 @@ use std::path::{Path, PathBuf};
 
 use images::pb::{MmEntry, PagemapEntry, VmaKind};
 use images::{ImageDir, PAGE_SIZE, PE_IN_PARENT, PE_PRESENT, PE_ZERO};
+
+use parasite::{RemoteAddr, Tracee};
 
 use crate::error::{DumpError, RestoreError};
 use crate::proc::Vma;
@@ -84,6 +89,9 @@ pub(crate) struct Region {
 /// The pages file of a dump being written.
 pub(crate) struct PagesOut {
     file: File,
+    /// The same file opened with `O_DIRECT` (`None`: the filesystem refuses it), once a copy
+    /// is larger than what the page cache takes without throttling.
+    direct: std::sync::OnceLock<Option<File>>,
     /// Next free page.
     next: u64,
 }
@@ -92,6 +100,7 @@ impl PagesOut {
     pub fn create(dir: &ImageDir) -> Result<PagesOut, DumpError> {
         Ok(PagesOut {
             file: dir.create_pages(TREE_PAGES_ID)?,
+            direct: std::sync::OnceLock::new(),
             next: 0,
         })
     }
@@ -114,7 +123,37 @@ impl PagesOut {
     /// Jobs that follow each other in the file are batched: one `process_vm_readv` gathers up
     /// to [`IOV_MAX`] ranges of the task into one buffer, and one `pwrite` stores it, so that
     /// scattered single pages (an incremental dump) do not cost two system calls each.
+    ///
+    /// A copy larger than the kernel lets the page cache hold dirty before it throttles
+    /// writers to the disk's write-back speed ([`dirty_room`]) writes what does not fit with
+    /// `O_DIRECT`: straight from crust's buffers to the disk, a write in flight per worker,
+    /// no page cache. What fits goes through the page cache, where a restore on this machine
+    /// finds it.
     pub fn copy(&self, jobs: &[Job], objects: &[File], tolerant: bool) -> Result<(), DumpError> {
+        let total: u64 = jobs.iter().map(|j| j.len).sum();
+        let direct_from = match dirty_room() {
+            Some(room) if total >= DIRECT_MIN && total > room => {
+                let first = jobs.iter().map(|j| j.off).min().unwrap_or(0);
+                Some(first + room / PAGE_SIZE * PAGE_SIZE)
+            }
+            _ => None,
+        };
+        self.copy_with(jobs, objects, tolerant, direct_from)
+    }
+
+    /// [`PagesOut::copy`], writing with `O_DIRECT` (where the filesystem takes it) from file
+    /// offset `direct_from` on.
+    fn copy_with(
+        &self,
+        jobs: &[Job],
+        objects: &[File],
+        tolerant: bool,
+        direct_from: Option<u64>,
+    ) -> Result<(), DumpError> {
+        let direct = direct_from.and_then(|from| Some((self.direct_file()?, from)));
+        if let Some((_, from)) = direct {
+            crate::debug!("pages image written with O_DIRECT from offset {from}");
+        }
         self.file
             .set_len(self.next * PAGE_SIZE)
             .map_err(|source| DumpError::File {
@@ -174,9 +213,18 @@ impl PagesOut {
         crate::par::for_each(
             &batches,
             total,
-            || vec![0u8; buf_len],
+            // Page aligned, for O_DIRECT.
+            || sysmem::PageBuf::new(buf_len),
             |buf, b| {
-                let buf = &mut buf[..b.len as usize];
+                let buf = match buf {
+                    Ok(buf) => &mut buf.as_mut_slice()[..b.len as usize],
+                    Err(e) => {
+                        return Err(DumpError::File {
+                            path: "pages image: copy buffer".into(),
+                            source: std::io::Error::new(e.kind(), e.to_string()),
+                        })
+                    }
+                };
                 let got = match b.src {
                     Source::Task { pid, readable } => {
                         let mut got = if readable {
@@ -246,15 +294,314 @@ impl PagesOut {
                     }
                 };
                 buf[got..].fill(0);
-                self.file
-                    .write_all_at(buf, b.off)
-                    .map_err(|source| DumpError::File {
-                        path: "pages image".into(),
-                        source,
-                    })
+                let written = match direct {
+                    // Offsets, lengths and the buffer are page aligned; a filesystem wanting
+                    // more gets the write through the page cache.
+                    Some((d, from)) if b.off >= from => match d.write_all_at(buf, b.off) {
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                            self.file.write_all_at(buf, b.off)
+                        }
+                        r => r,
+                    },
+                    _ => self.file.write_all_at(buf, b.off),
+                };
+                written.map_err(|source| DumpError::File {
+                    path: format!("pages image at offset {}", b.off).into(),
+                    source,
+                })
             },
         )
     }
+
+    /// Copies the jobs of frozen task `pid` that are many small runs (an incremental dump:
+    /// written pages, scattered) by having the task itself write them: one remote `pwritev`
+    /// of up to [`IOV_MAX`] runs into the pages file, on a descriptor of it passed to the
+    /// task for the time of the copy. From outside, each run costs `process_vm_readv` a page
+    /// pin (a page table walk under the task's mm lock) and crust a second copy; the task
+    /// copies straight from its own memory into the page cache. `t` is a stopped thread of
+    /// the task, `scratch` its [`crate::remote::SCRATCH_LEN`]-byte scratch area. Returns the
+    /// jobs left for [`PagesOut::copy`]: those of other sources, what the task could not
+    /// write, all of them when the task cannot take part (seccomp filter, a file size limit,
+    /// the descriptor not passed).
+    pub fn copy_in_task(
+        &self,
+        t: &mut Tracee,
+        pid: i32,
+        scratch: RemoteAddr,
+        jobs: Vec<Job>,
+    ) -> Result<Vec<Job>, DumpError> {
+        let mine = |j: &Job| {
+            j.src
+                == Source::Task {
+                    pid,
+                    readable: true,
+                }
+        };
+        let n = jobs.iter().filter(|j| mine(j)).count();
+        let bytes: u64 = jobs.iter().filter(|j| mine(j)).map(|j| j.len).sum();
+        // Worth it for many small runs only: large ones go faster on every core from here.
+        if n < IN_TASK_MIN_RUNS || bytes / n as u64 > IN_TASK_MAX_AVG {
+            return Ok(jobs);
+        }
+        if !task_may_write(pid) {
+            crate::debug!("pid {pid}: pages copied from outside (seccomp or file size limit)");
+            return Ok(jobs);
+        }
+        let fd = match pass_fd(t, pid, scratch, self.file.as_raw_fd()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                crate::debug!("pid {pid}: pages copied from outside: {e}");
+                return Ok(jobs);
+            }
+        };
+        let (mut rest, ours): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !mine(j));
+        let mut failed = None;
+        write_in_task(t, fd, scratch, &ours, &mut rest, &mut failed);
+        if let Some(e) = failed {
+            crate::debug!("pid {pid}: in-task copy stopped: {e}");
+        }
+        crate::dump::remote_in(
+            t,
+            pid,
+            "close of the pages image descriptor",
+            libc::SYS_close,
+            [fd, 0, 0, 0, 0, 0],
+        )?;
+        crate::debug!("pid {pid}: {} runs written by the task", ours.len());
+        rest.sort_by_key(|j| j.off);
+        Ok(rest)
+    }
+
+    /// The pages file opened again with `O_DIRECT`, if its filesystem takes it.
+    fn direct_file(&self) -> Option<&File> {
+        self.direct
+            .get_or_init(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(path)
+                    .inspect_err(|e| crate::debug!("pages image: no O_DIRECT: {e}"))
+                    .ok()
+            })
+            .as_ref()
+    }
+}
+
+/// Fewest runs worth the set-up of an in-task copy ([`PagesOut::copy_in_task`]).
+const IN_TASK_MIN_RUNS: usize = 256;
+/// Largest average run an in-task copy takes.
+const IN_TASK_MAX_AVG: u64 = 64 << 10;
+/// Runs per remote `pwritev`: its iovec array fills the scratch area.
+const IN_TASK_IOV: usize = (crate::remote::SCRATCH_LEN / 16) as usize;
+
+/// The remote `pwritev` calls of [`PagesOut::copy_in_task`]: `ours` by groups following each
+/// other in the file; what is not written goes to `rest`, the first failure to `failed` (the
+/// groups after it go to `rest` whole).
+fn write_in_task(
+    t: &mut Tracee,
+    fd: u64,
+    scratch: RemoteAddr,
+    ours: &[Job],
+    rest: &mut Vec<Job>,
+    failed: &mut Option<String>,
+) {
+    // Runs that follow each other in the file, by up to IOV_MAX (what the scratch area holds
+    // too).
+    let mut i = 0;
+    while i < ours.len() {
+        let mut k = i + 1;
+        while k < ours.len()
+            && k - i < IN_TASK_IOV
+            && ours[k].off == ours[k - 1].off + ours[k - 1].len
+        {
+            k += 1;
+        }
+        let group = &ours[i..k];
+        i = k;
+        if failed.is_some() {
+            rest.extend_from_slice(group);
+            continue;
+        }
+        let mut iov = Vec::with_capacity(group.len() * 16);
+        for j in group {
+            iov.extend_from_slice(&j.addr.to_ne_bytes());
+            iov.extend_from_slice(&j.len.to_ne_bytes());
+        }
+        let len: u64 = group.iter().map(|j| j.len).sum();
+        let done = match t.write_mem(scratch, &iov) {
+            Ok(()) => t
+                .syscall_ok(
+                    libc::SYS_pwritev,
+                    [fd, scratch.0, group.len() as u64, group[0].off, 0, 0],
+                )
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let done = match done {
+            Ok(d) => d.min(len),
+            Err(e) => {
+                *failed = Some(e);
+                0
+            }
+        };
+        if done < len {
+            // What the task could not read (a short write stops at the first fault) is
+            // copied from outside.
+            let mut at = 0;
+            for j in group {
+                if at + j.len > done {
+                    let skip = done.saturating_sub(at) / PAGE_SIZE * PAGE_SIZE;
+                    rest.push(Job {
+                        src: j.src,
+                        addr: j.addr + skip,
+                        len: j.len - skip,
+                        off: j.off + skip,
+                    });
+                }
+                at += j.len;
+            }
+        }
+    }
+}
+
+/// Whether `pid` can write the pages file itself: no seccomp filter (a remote call it
+/// forbids could kill it), no file size limit (a write past it would signal it), a single
+/// thread (with several, the in-task copy broke a thread blocked in `futex` across a restore
+/// of `threads_futex`, not understood yet).
+fn task_may_write(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if crate::proc::status_field(&status, "Seccomp") != Some("0")
+        || crate::proc::status_field(&status, "Threads") != Some("1")
+    {
+        return false;
+    }
+    let path = PathBuf::from(format!("/proc/{pid}/limits"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return false;
+    };
+    crate::proc::parse_limits(&path, &text).is_ok_and(|l| {
+        l.iter()
+            .any(|&(r, cur, _)| r == libc::RLIMIT_FSIZE && cur == libc::RLIM_INFINITY)
+    })
+}
+
+/// Installs crust's descriptor `fd` in the frozen task: a remote `socketpair`, crust takes
+/// one end (`pidfd_getfd`) and sends `fd` over it, a remote `recvmsg` receives it on the
+/// other; both ends are closed again. Returns the task's descriptor number.
+fn pass_fd(t: &mut Tracee, pid: i32, scratch: RemoteAddr, fd: i32) -> Result<u64, DumpError> {
+    let remote = |t: &mut Tracee, what, nr, args| crate::dump::remote_in(t, pid, what, nr, args);
+    let io = |what: &str, source| DumpError::Io {
+        pid,
+        path: format!("{what} for the in-task copy").into(),
+        source,
+    };
+    remote(
+        t,
+        "socketpair for the pages image descriptor",
+        libc::SYS_socketpair,
+        [
+            libc::AF_UNIX as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64,
+            0,
+            scratch.0,
+            0,
+            0,
+        ],
+    )?;
+    let mut pair = [0u8; 8];
+    t.read_mem(scratch, &mut pair)
+        .map_err(|e| io("reading the socket pair", std::io::Error::other(e)))?;
+    let a = i32::from_ne_bytes(pair[..4].try_into().expect("4 bytes")) as u64;
+    let b = i32::from_ne_bytes(pair[4..].try_into().expect("4 bytes")) as u64;
+    let received = (|| {
+        let pidfd = sys::pidfd_open(pid).map_err(|e| io("pidfd", e))?;
+        let peer = sysmem::pidfd_getfd(pidfd.as_raw_fd(), b as i32)
+            .map_err(|e| io("taking the socket", e))?;
+        sysmem::send_fd(peer.as_raw_fd(), fd).map_err(|e| io("sending the descriptor", e))?;
+        // msghdr at 0, its one iovec at 64 (one byte at 128), the control buffer at 256.
+        let base = scratch.0;
+        let mut m = Vec::with_capacity(136);
+        for w in [0u64, 0, base + 64, 1, base + 256, CMSG_ONE_FD, 0] {
+            m.extend_from_slice(&w.to_ne_bytes());
+        }
+        m.resize(64, 0);
+        m.extend_from_slice(&(base + 128).to_ne_bytes());
+        m.extend_from_slice(&1u64.to_ne_bytes());
+        m.resize(256 + CMSG_ONE_FD as usize, 0);
+        t.write_mem(scratch, &m)
+            .map_err(|e| io("writing the message header", std::io::Error::other(e)))?;
+        remote(
+            t,
+            "recvmsg of the pages image descriptor",
+            libc::SYS_recvmsg,
+            [a, base, libc::MSG_CMSG_CLOEXEC as u64, 0, 0, 0],
+        )?;
+        let mut c = [0u8; 20];
+        t.read_mem(RemoteAddr(base + 256), &mut c)
+            .map_err(|e| io("reading the control message", std::io::Error::other(e)))?;
+        let level = i32::from_ne_bytes(c[8..12].try_into().expect("4 bytes"));
+        let kind = i32::from_ne_bytes(c[12..16].try_into().expect("4 bytes"));
+        if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS {
+            return Err(io(
+                "receiving the descriptor",
+                std::io::Error::from_raw_os_error(libc::EPROTO),
+            ));
+        }
+        Ok(i32::from_ne_bytes(c[16..20].try_into().expect("4 bytes")) as u64)
+    })();
+    for s in [a, b] {
+        remote(
+            t,
+            "close of the descriptor passing socket",
+            libc::SYS_close,
+            [s, 0, 0, 0, 0, 0],
+        )?;
+    }
+    received
+}
+
+/// `CMSG_SPACE(sizeof(int))`: a control message with one descriptor.
+const CMSG_ONE_FD: u64 = 24;
+
+/// Below this, a copy never bothers with `O_DIRECT`.
+const DIRECT_MIN: u64 = 256 << 20;
+
+/// How many more bytes the page cache takes dirty before the kernel throttles writers
+/// (`balance_dirty_pages`: halfway between the background and the hard dirty thresholds,
+/// of the memory available), from `/proc/sys/vm/dirty_*` and `/proc/meminfo`; `None` if
+/// unknown. Past it, buffered writes go at the disk's write-back speed.
+fn dirty_room() -> Option<u64> {
+    let num = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |key: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(key))?;
+        let kb: u64 = line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb << 10)
+    };
+    let available = field("MemAvailable:")?;
+    let limit = |bytes: &str, ratio: &str| -> Option<u64> {
+        match num(bytes)? {
+            0 => Some(available / 100 * num(ratio)?),
+            b => Some(b),
+        }
+    };
+    let hard = limit("dirty_bytes", "dirty_ratio")?;
+    let background = limit("dirty_background_bytes", "dirty_background_ratio")?;
+    let dirty = field("Dirty:")? + field("Writeback:")?;
+    Some(((hard + background) / 2).saturating_sub(dirty))
 }
 
 /// Ranges of one source that follow each other in the pages file, copied together.
@@ -927,6 +1274,54 @@ mod tests {
         assert_eq!(clipped.len(), 2);
         assert_eq!((clipped[0].vaddr, clipped[0].len), (0x10800, 0x800));
         assert_eq!((clipped[1].off, clipped[1].len), (0x1000, 0x800));
+    }
+
+    #[test]
+    fn direct_writes_keep_the_bytes() {
+        // Under /tmp: tmpfs takes O_DIRECT as a buffered write, a disk filesystem for real.
+        let tmp = tempfile::tempdir_in("/tmp").unwrap();
+        let dir = ImageDir::create(tmp.path()).unwrap();
+        let mut out = PagesOut::create(&dir).unwrap();
+        let pages = 300u64;
+        let src: Vec<u8> = (0..pages * PAGE_SIZE).map(|i| (i / 4093) as u8).collect();
+        let me = std::process::id() as i32;
+        // Every other page, scattered in memory, one after the other in the file.
+        let mut jobs = Vec::new();
+        for i in (0..pages).step_by(2) {
+            let off = out.alloc(PAGE_SIZE) * PAGE_SIZE;
+            jobs.push(Job {
+                src: Source::Task {
+                    pid: me,
+                    readable: true,
+                },
+                addr: src.as_ptr() as u64 + i * PAGE_SIZE,
+                len: PAGE_SIZE,
+                off,
+            });
+        }
+        // The first ten pages through the page cache, the rest with O_DIRECT.
+        out.copy_with(&jobs, &[], false, Some(10 * PAGE_SIZE))
+            .unwrap();
+        drop(out);
+        dir.commit_pages(TREE_PAGES_ID).unwrap();
+        let written = std::fs::read(dir.pages_path(TREE_PAGES_ID)).unwrap();
+        for (k, j) in jobs.iter().enumerate() {
+            let i = (j.addr - src.as_ptr() as u64) as usize;
+            let at = k * PAGE_SIZE as usize;
+            assert!(written[at..at + PAGE_SIZE as usize] == src[i..i + PAGE_SIZE as usize]);
+        }
+        // Back into memory, from a file the page cache does not hold.
+        let mut files = PageFiles::default();
+        let f = files.index(&dir.pages_path(TREE_PAGES_ID)).unwrap();
+        let mut back = vec![0u8; written.len()];
+        let run = Run {
+            vaddr: back.as_mut_ptr() as u64,
+            len: written.len() as u64,
+            file: f,
+            off: 0,
+        };
+        fill(me, &files, std::iter::once(run)).unwrap();
+        assert!(back == written);
     }
 
     #[test]

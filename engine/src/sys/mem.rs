@@ -591,3 +591,74 @@ pub fn take_from_keeper(name: &str) -> io::Result<Vec<(i32, OwnedFd)>> {
     }
     Ok(out)
 }
+
+/// A page-aligned buffer of crust's own: an anonymous private mapping, as `O_DIRECT` writes
+/// need (`mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)`).
+pub struct PageBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone; moving it to another thread moves that
+// ownership.
+unsafe impl Send for PageBuf {}
+
+impl PageBuf {
+    pub fn new(len: usize) -> io::Result<PageBuf> {
+        if len == 0 {
+            return Ok(PageBuf {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len: 0,
+            });
+        }
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address; it aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PageBuf {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is a live read-write mapping of `len` bytes (or dangling with len 0)
+        // that only this value refers to, borrowed mutably here.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: the mapping made in `new`, no longer borrowed (we own it mutably).
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        }
+    }
+}
+
+/// `sendmsg(sock, [0], SCM_RIGHTS [fd])`: one descriptor over a unix socket.
+pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd];
+    let iov = [io::IoSlice::new(&[0u8])];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(|_| ())
+    .map_err(io::Error::from)
+}
