@@ -678,19 +678,31 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
 /// `/proc/PID/smaps` of the processes of a frozen tree, read in dump order on a thread of its
 /// own: it walks every page table entry and formats a dozen lines per mapping, a good part of
 /// a small task's dump, and nothing in it needs the tracer. Mappings the dump adds (the
-/// scratch page) may show up in it; they match no saved mapping and are ignored.
+/// scratch page) may show up in it; they match no saved mapping and are ignored. A process
+/// mapping more than [`SmapsAhead::LARGE`] is left to its dump: the walk would hold its mm
+/// lock while the dump's first remote batch waits for it.
 struct SmapsAhead {
-    rx: std::sync::mpsc::Receiver<(i32, Result<Vec<proc::Vma>, proc::ProcError>)>,
-    got: HashMap<i32, Result<Vec<proc::Vma>, proc::ProcError>>,
+    rx: std::sync::mpsc::Receiver<(i32, Option<Smaps>)>,
+    got: HashMap<i32, Option<Smaps>>,
 }
 
+type Smaps = Result<Vec<proc::Vma>, proc::ProcError>;
+
 impl SmapsAhead {
+    const LARGE: u64 = 256 << 20;
+
     fn start(pids: Vec<i32>) -> SmapsAhead {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for pid in pids {
+                // statm: the mapped size, in pages, first.
+                let size = proc::read(format!("/proc/{pid}/statm"))
+                    .ok()
+                    .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+                    .map_or(u64::MAX, |pages| pages.saturating_mul(4096));
+                let r = (size <= Self::LARGE).then(|| proc::smaps(pid));
                 // The dump gave up: stop reading.
-                if tx.send((pid, proc::smaps(pid))).is_err() {
+                if tx.send((pid, r)).is_err() {
                     break;
                 }
             }
@@ -701,17 +713,17 @@ impl SmapsAhead {
         }
     }
 
-    /// The smaps of `pid`, waiting for them if need be (read here if the reader has none).
-    fn take(&mut self, pid: i32) -> Result<Vec<proc::Vma>, DumpError> {
+    /// The smaps of `pid`, waiting for them if need be; `None` when the reader left them.
+    fn take(&mut self, pid: i32) -> Option<Smaps> {
         loop {
             if let Some(r) = self.got.remove(&pid) {
-                return Ok(r?);
+                return r;
             }
             match self.rx.recv() {
                 Ok((p, r)) => {
                     self.got.insert(p, r);
                 }
-                Err(_) => return Ok(proc::smaps(pid)?),
+                Err(_) => return None,
             }
         }
     }
@@ -795,6 +807,12 @@ fn dump_process(
     let asked_actions = signals::ask_actions(&mut batch, &status);
     let asked_timers = crate::timers::ask(&mut batch);
     let ran = batch.run(&mut p.threads[0], pid)?;
+    // A large process's smaps, left by the reader: read now, beside the page copy (not
+    // before the batch: `brk` waits for the mm lock a walk of many page tables holds).
+    let (ahead, reading) = match smaps.take(pid) {
+        Some(r) => (Some(r), None),
+        None => (None, Some(std::thread::spawn(move || proc::smaps(pid)))),
+    };
     let brk = ran.ok(brk)?;
     ran.ok(pdeath)?;
     let pdeath_signal = ran.word(pdeath_at, 0) as i32;
@@ -833,7 +851,12 @@ fn dump_process(
     // (mm::DumpMem: the pages go to the tree's pages file, copied beside the smaps read.)
     let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, Some((&mut p.threads[0], scratch)))?;
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
-    mm::attach_flags(pid, &mut vmas, &smaps.take(pid)?)?;
+    let found = match (ahead, reading) {
+        (Some(r), _) => r,
+        (None, Some(h)) => h.join().expect("smaps reader panicked"),
+        (None, None) => proc::smaps(pid),
+    };
+    mm::attach_flags(pid, &mut vmas, &found?)?;
     let mm_stat = if p.leader_exited {
         proc::stat(pid)?
     } else {

@@ -209,6 +209,8 @@ fn main() {
         );
     }
     for (m, blk) in members.iter().zip(&blocks) {
+        // A released task re-enters its call once it is scheduled: give it the time.
+        tree::wait_in_syscall(m.pid, blk.syscall(), tree::ANSWER_TIMEOUT);
         match tree::blocked_syscall(m.pid) {
             Ok(n) => check!(
                 c,

@@ -488,6 +488,10 @@ fn main() {
         check_eq!(c, m, main_mask, "main thread: signal mask");
     }
     for &(r, tid) in &ids {
+        // A released thread re-enters its call once it is scheduled: give it the time.
+        if let Some(nr) = r.syscall() {
+            tree::wait_in_syscall(tid, nr, tree::ANSWER_TIMEOUT);
+        }
         match tree::blocked_syscall(tid) {
             Ok(n) => check!(
                 c,
