@@ -694,6 +694,8 @@ impl SmapsAhead {
     fn start(pids: Vec<i32>) -> SmapsAhead {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // On an idle core only: a task stopped in a remote call must never wait for it.
+            let _ = crate::sys::idle_priority();
             for pid in pids {
                 // statm: the mapped size, in pages, first.
                 let size = proc::read(format!("/proc/{pid}/statm"))
@@ -771,7 +773,9 @@ fn dump_process(
         };
         p.threads.iter_mut().for_each(|t| t.set_syscall_ip(ip));
     }
+    crate::debug!("pid {pid}: layout read");
     let scratch = p.scratch()?;
+    crate::debug!("pid {pid}: scratch mapped");
 
     // The process-wide state the kernel only tells the task itself, in one remote batch.
     let mut batch = Batch::new(scratch);
@@ -857,6 +861,7 @@ fn dump_process(
         (None, None) => proc::smaps(pid),
     };
     mm::attach_flags(pid, &mut vmas, &found?)?;
+    crate::debug!("pid {pid}: smaps read");
     let mm_stat = if p.leader_exited {
         proc::stat(pid)?
     } else {
@@ -904,5 +909,6 @@ fn dump_process(
     dir.write(ImageKind::Fdinfo, id, &fds)?;
     dir.write_one(ImageKind::Fs, id, &fs)?;
     dir.write(ImageKind::Rlimits, id, &rlimits)?;
+    crate::debug!("pid {pid}: images written");
     Ok((pagemap.iter().map(|e| e.nr_pages).sum(), subreaper))
 }

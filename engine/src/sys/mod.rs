@@ -568,6 +568,17 @@ pub fn set_sched(tid: i32, s: &Sched) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the calling thread in `SCHED_IDLE`: it runs only where a core has nothing else to
+/// do, so work done beside the main thread never delays the tasks it waits for.
+pub fn idle_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; the parameter is a local.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `get_robust_list(tid, &head, &len)`
 pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
     let mut head = 0u64;
