@@ -214,15 +214,9 @@ pub(crate) struct DumpMem {
     files: HashMap<((u32, u32), u64, String), FileId>,
     /// `/proc/PID/pagemap` of the task being dumped when it has children.
     pagemap: Option<File>,
+    /// The children of each parent met, by pid.
+    children: HashMap<i32, Vec<i32>>,
     finished: bool,
-}
-
-/// Whether a thread of `pid` has children.
-fn has_children(pid: i32) -> bool {
-    proc::threads(pid)
-        .unwrap_or_default()
-        .into_iter()
-        .any(|t| proc::children(pid, t).is_ok_and(|c| !c.is_empty()))
 }
 
 impl DumpMem {
@@ -289,6 +283,7 @@ impl DumpMem {
             scans: HashMap::new(),
             files: HashMap::new(),
             pagemap: None,
+            children: HashMap::new(),
             finished: false,
         })
     }
@@ -349,7 +344,16 @@ impl DumpMem {
         };
         // The parent in this dump, then the siblings done before it, for pages still shared
         // with one of them since fork (siblings: see [`inherit`]).
-        let relatives = inherit::relatives(ppid, |r| self.done.contains_key(&r));
+        let relatives = if self.done.contains_key(&ppid) {
+            // Each parent's children read once: the tree is frozen.
+            let kids = self
+                .children
+                .entry(ppid)
+                .or_insert_with(|| inherit::children_of(ppid));
+            inherit::relatives(ppid, kids, |r| self.done.contains_key(&r))
+        } else {
+            Vec::new()
+        };
         let cow = if relatives.is_empty() {
             None
         } else {
@@ -357,7 +361,12 @@ impl DumpMem {
             Some((mine, relatives))
         };
         // A process with children in the tree may share pages with them.
-        self.pagemap = if has_children(pid) {
+        let has_children = !self
+            .children
+            .entry(pid)
+            .or_insert_with(|| inherit::children_of(pid))
+            .is_empty();
+        self.pagemap = if has_children {
             Some(File::open(format!("/proc/{pid}/pagemap")).map_err(|e| io(pid, e))?)
         } else {
             None

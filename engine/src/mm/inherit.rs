@@ -152,19 +152,23 @@ pub(crate) struct PlanTask<'a> {
 }
 
 /// The tasks of a dump whose pages a task with parent `ppid` may still share since fork, among
-/// those already dumped (`done`): its parent, then its siblings. Empty when the parent is not
-/// in the dump (the root of the tree).
-pub(crate) fn relatives(ppid: i32, done: impl Fn(i32) -> bool) -> Vec<i32> {
+/// those already dumped (`done`): its parent, then its siblings (`children`: the parent's
+/// children, see [`children_of`]). Empty when the parent is not in the dump (the root of the
+/// tree).
+pub(crate) fn relatives(ppid: i32, children: &[i32], done: impl Fn(i32) -> bool) -> Vec<i32> {
     if !done(ppid) {
         return Vec::new();
     }
-    let mut out = vec![ppid];
-    for tid in crate::proc::threads(ppid).unwrap_or_default() {
-        for c in crate::proc::children(ppid, tid).unwrap_or_default() {
-            if done(c) && !out.contains(&c) {
-                out.push(c);
-            }
-        }
+    std::iter::once(ppid)
+        .chain(children.iter().copied().filter(|&c| c != ppid && done(c)))
+        .collect()
+}
+
+/// The children of `pid`, of all its threads, in the order /proc shows them.
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for tid in crate::proc::threads(pid).unwrap_or_default() {
+        out.extend(crate::proc::children(pid, tid).unwrap_or_default());
     }
     out
 }
