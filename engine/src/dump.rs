@@ -444,9 +444,9 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
         .map(|p| p.pid)
         .collect();
     mem.take_back(&live);
-    // smaps of every process, read ahead on a thread of its own while the tasks are dumped
-    // one by one here.
-    let mut smaps = SmapsAhead::start(
+    // /proc files of every process, read ahead on a thread of its own while the tasks are
+    // dumped one by one here.
+    let mut ahead = ProcAhead::start(
         tree.procs
             .iter()
             .filter(|p| !p.zombie && !p.threads.is_empty())
@@ -549,7 +549,7 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
                 dir,
                 (&mut files, &mut mem),
                 &mut vdso_ips,
-                &mut smaps,
+                &mut ahead,
             )?;
             pages += n;
             entry.subreaper = subreaper;
@@ -675,57 +675,73 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
     })
 }
 
-/// `/proc/PID/smaps` of the processes of a frozen tree, read in dump order on a thread of its
-/// own: it walks every page table entry and formats a dozen lines per mapping, a good part of
-/// a small task's dump, and nothing in it needs the tracer. Mappings the dump adds (the
-/// scratch page) may show up in it; they match no saved mapping and are ignored. A process
-/// mapping more than [`SmapsAhead::LARGE`] is left to its dump: the walk would hold its mm
-/// lock while the dump's first remote batch waits for it.
-struct SmapsAhead {
-    rx: std::sync::mpsc::Receiver<(i32, Option<Smaps>)>,
-    got: HashMap<i32, Option<Smaps>>,
+/// `/proc/PID/status`, `maps` and `smaps` of the processes of a frozen tree, read in dump
+/// order on a thread of its own (on idle cores only) while the tasks are dumped one by one:
+/// nothing in them needs the tracer, and smaps walks every page table entry. Each process's
+/// files are read before its dump maps the scratch page, since the dump waits for them
+/// first; smaps of a process mapping more than [`ProcAhead::LARGE`] is left to its dump, as
+/// the walk would hold its mm lock while the dump's first remote batch waits for it.
+struct ProcAhead {
+    rx: std::sync::mpsc::Receiver<(i32, Ahead)>,
+    got: HashMap<i32, Ahead>,
 }
 
-type Smaps = Result<Vec<proc::Vma>, proc::ProcError>;
+type ProcResult<T> = Result<T, proc::ProcError>;
 
-impl SmapsAhead {
+/// What [`ProcAhead`] read of one process.
+struct Ahead {
+    status: ProcResult<String>,
+    maps: ProcResult<Vec<proc::Vma>>,
+    smaps: Option<ProcResult<Vec<proc::Vma>>>,
+}
+
+impl Ahead {
+    fn read(pid: i32) -> Ahead {
+        let status = proc::read(format!("/proc/{pid}/status"));
+        let maps = proc::maps(pid);
+        let small = maps.as_ref().is_ok_and(|m| {
+            m.iter().map(|v| v.len()).sum::<u64>() <= ProcAhead::LARGE
+        });
+        Ahead {
+            status,
+            maps,
+            smaps: small.then(|| proc::smaps(pid)),
+        }
+    }
+}
+
+impl ProcAhead {
     const LARGE: u64 = 256 << 20;
 
-    fn start(pids: Vec<i32>) -> SmapsAhead {
+    fn start(pids: Vec<i32>) -> ProcAhead {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            // On an idle core only: a task stopped in a remote call must never wait for it.
+            // On an idle core only: a task in a remote call must never wait for this thread.
             let _ = crate::sys::idle_priority();
             for pid in pids {
-                // statm: the mapped size, in pages, first.
-                let size = proc::read(format!("/proc/{pid}/statm"))
-                    .ok()
-                    .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok())
-                    .map_or(u64::MAX, |pages| pages.saturating_mul(4096));
-                let r = (size <= Self::LARGE).then(|| proc::smaps(pid));
                 // The dump gave up: stop reading.
-                if tx.send((pid, r)).is_err() {
+                if tx.send((pid, Ahead::read(pid))).is_err() {
                     break;
                 }
             }
         });
-        SmapsAhead {
+        ProcAhead {
             rx,
             got: HashMap::new(),
         }
     }
 
-    /// The smaps of `pid`, waiting for them if need be; `None` when the reader left them.
-    fn take(&mut self, pid: i32) -> Option<Smaps> {
+    /// What was read of `pid`, waiting for it if need be (read here if the reader has none).
+    fn take(&mut self, pid: i32) -> Ahead {
         loop {
-            if let Some(r) = self.got.remove(&pid) {
-                return r;
+            if let Some(a) = self.got.remove(&pid) {
+                return a;
             }
             match self.rx.recv() {
-                Ok((p, r)) => {
-                    self.got.insert(p, r);
+                Ok((p, a)) => {
+                    self.got.insert(p, a);
                 }
-                Err(_) => return None,
+                Err(_) => return Ahead::read(pid),
             }
         }
     }
@@ -744,19 +760,24 @@ fn dump_process(
     dir: &ImageDir,
     (files, mem): (&mut files::FilesCtx, &mut mm::DumpMem),
     vdso_ips: &mut HashMap<u64, RemoteAddr>,
-    smaps: &mut SmapsAhead,
+    ahead: &mut ProcAhead,
 ) -> Result<(u64, bool), DumpError> {
     // An exited leader has no mm, files or fs left to show: /proc is read through a live
     // thread of the process (its tid names the same process there).
     let pid = p.view();
-    let status = proc::read(format!("/proc/{pid}/status"))?;
+    let Ahead {
+        status,
+        maps,
+        smaps,
+    } = ahead.take(pid);
+    let status = status?;
     let umask = proc::status_field(&status, "Umask")
         .and_then(|v| u32::from_str_radix(v, 8).ok())
         .unwrap_or(0o022);
 
-    // Layout first: the scratch page must not show up in it. The VmFlags come from smaps,
-    // read ahead (SmapsAhead).
-    let mut vmas = proc::maps(pid)?;
+    // Layout first (read ahead): the scratch page must not show up in it. The VmFlags come
+    // from smaps.
+    let mut vmas = maps?;
     for v in &vmas {
         mm::check_dumpable(pid, v)?;
     }
@@ -813,10 +834,9 @@ fn dump_process(
     let ran = batch.run(&mut p.threads[0], pid)?;
     // A large process's smaps, left by the reader: read now, beside the page copy (not
     // before the batch: `brk` waits for the mm lock a walk of many page tables holds).
-    let (ahead, reading) = match smaps.take(pid) {
-        Some(r) => (Some(r), None),
-        None => (None, Some(std::thread::spawn(move || proc::smaps(pid)))),
-    };
+    let reading = smaps
+        .is_none()
+        .then(|| std::thread::spawn(move || proc::smaps(pid)));
     let brk = ran.ok(brk)?;
     ran.ok(pdeath)?;
     let pdeath_signal = ran.word(pdeath_at, 0) as i32;
@@ -855,7 +875,7 @@ fn dump_process(
     // (mm::DumpMem: the pages go to the tree's pages file, copied beside the smaps read.)
     let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, Some((&mut p.threads[0], scratch)))?;
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
-    let found = match (ahead, reading) {
+    let found = match (smaps, reading) {
         (Some(r), _) => r,
         (None, Some(h)) => h.join().expect("smaps reader panicked"),
         (None, None) => proc::smaps(pid),
