@@ -699,9 +699,9 @@ impl Ahead {
     fn read(pid: i32) -> Ahead {
         let status = proc::read(format!("/proc/{pid}/status"));
         let maps = proc::maps(pid);
-        let small = maps.as_ref().is_ok_and(|m| {
-            m.iter().map(|v| v.len()).sum::<u64>() <= ProcAhead::LARGE
-        });
+        let small = maps
+            .as_ref()
+            .is_ok_and(|m| m.iter().map(|v| v.len()).sum::<u64>() <= ProcAhead::LARGE);
         Ahead {
             status,
             maps,
