@@ -836,7 +836,13 @@ fn dump_process(
     // before the batch: `brk` waits for the mm lock a walk of many page tables holds).
     let reading = smaps
         .is_none()
-        .then(|| std::thread::spawn(move || proc::smaps(pid)));
+        .then(|| {
+            std::thread::spawn(move || {
+                // Idle cores only, like the reader ahead: the task runs remote calls meanwhile.
+                let _ = crate::sys::idle_priority();
+                proc::smaps(pid)
+            })
+        });
     let brk = ran.ok(brk)?;
     ran.ok(pdeath)?;
     let pdeath_signal = ran.word(pdeath_at, 0) as i32;
