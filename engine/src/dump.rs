@@ -834,15 +834,13 @@ fn dump_process(
     let ran = batch.run(&mut p.threads[0], pid)?;
     // A large process's smaps, left by the reader: read now, beside the page copy (not
     // before the batch: `brk` waits for the mm lock a walk of many page tables holds).
-    let reading = smaps
-        .is_none()
-        .then(|| {
-            std::thread::spawn(move || {
-                // Idle cores only, like the reader ahead: the task runs remote calls meanwhile.
-                let _ = crate::sys::idle_priority();
-                proc::smaps(pid)
-            })
-        });
+    let reading = smaps.is_none().then(|| {
+        std::thread::spawn(move || {
+            // Idle cores only, like the reader ahead: the task runs remote calls meanwhile.
+            let _ = crate::sys::idle_priority();
+            proc::smaps(pid)
+        })
+    });
     let brk = ran.ok(brk)?;
     ran.ok(pdeath)?;
     let pdeath_signal = ran.word(pdeath_at, 0) as i32;
