@@ -307,7 +307,8 @@ impl Tree {
     }
 
     pub(crate) fn finish(&mut self, leave_running: bool) -> Result<(), DumpError> {
-        for p in &mut self.procs {
+        // A tree that is killed takes its scratch pages with it.
+        for p in self.procs.iter_mut().filter(|_| leave_running) {
             if !p.threads.is_empty() {
                 p.unmap_scratch()?;
             }
