@@ -685,6 +685,7 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
 struct ProcAhead {
     rx: std::sync::mpsc::Receiver<(i32, Ahead)>,
     got: HashMap<i32, Ahead>,
+    reader: crate::sys::Idle,
 }
 
 type ProcResult<T> = Result<T, proc::ProcError>;
@@ -716,9 +717,8 @@ impl ProcAhead {
 
     fn start(pids: Vec<i32>) -> ProcAhead {
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // On an idle core only: a task in a remote call must never wait for this thread.
-            let _ = crate::sys::idle_priority();
+        // On idle cores only: a task in a remote call must never wait for this thread.
+        let (reader, _) = crate::sys::Idle::spawn(move || {
             for pid in pids {
                 // The dump gave up: stop reading.
                 if tx.send((pid, Ahead::read(pid))).is_err() {
@@ -729,6 +729,7 @@ impl ProcAhead {
         ProcAhead {
             rx,
             got: HashMap::new(),
+            reader,
         }
     }
 
@@ -738,7 +739,11 @@ impl ProcAhead {
             if let Some(a) = self.got.remove(&pid) {
                 return a;
             }
-            match self.rx.recv() {
+            // Waited for: the reader is not idle while it is.
+            self.reader.urgent(true);
+            let got = self.rx.recv();
+            self.reader.urgent(false);
+            match got {
                 Ok((p, a)) => {
                     self.got.insert(p, a);
                 }
@@ -835,13 +840,10 @@ fn dump_process(
     let ran = batch.run(&mut p.threads[0], pid)?;
     // A large process's smaps, left by the reader: read now, beside the page copy (not
     // before the batch: `brk` waits for the mm lock a walk of many page tables holds).
-    let reading = smaps.is_none().then(|| {
-        std::thread::spawn(move || {
-            // Idle cores only, like the reader ahead: the task runs remote calls meanwhile.
-            let _ = crate::sys::idle_priority();
-            proc::smaps(pid)
-        })
-    });
+    // Idle cores only, like the reader ahead: the task runs remote calls meanwhile.
+    let reading = smaps
+        .is_none()
+        .then(|| crate::sys::Idle::spawn(move || proc::smaps(pid)));
     let brk = ran.ok(brk)?;
     ran.ok(pdeath)?;
     let pdeath_signal = ran.word(pdeath_at, 0) as i32;
@@ -882,7 +884,10 @@ fn dump_process(
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
     let found = match (smaps, reading) {
         (Some(r), _) => r,
-        (None, Some(h)) => h.join().expect("smaps reader panicked"),
+        (None, Some((idle, h))) => {
+            idle.urgent(true);
+            h.join().expect("smaps reader panicked")
+        }
         (None, None) => proc::smaps(pid),
     };
     mm::attach_flags(pid, &mut vmas, &found?)?;

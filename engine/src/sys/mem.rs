@@ -662,3 +662,57 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
     .map(|_| ())
     .map_err(io::Error::from)
 }
+
+/// Allocates the page cache pages of bytes `from..to` of `fd` (page aligned, inside the file)
+/// ahead of a writer working upwards from `from`: one shared mapping of the range, populated
+/// for writing (`MADV_POPULATE_WRITE`) chunk by chunk from the top, while `written()` (the
+/// writer's progress) stays a chunk below. A writer then only copies into pages that exist;
+/// page faults take no inode lock, so the allocation runs beside writes on another core.
+pub fn populate_ahead(fd: RawFd, from: u64, to: u64, written: impl Fn() -> u64) -> io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    const MADV_POPULATE_WRITE: i32 = 23;
+    let len = (to - from) as usize;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: a fresh shared mapping of the file range at a kernel-chosen address; it aliases
+    // no memory of ours and is unmapped below before returning.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            from as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut result = Ok(());
+    let mut end = to;
+    while end > from {
+        let start = end.saturating_sub(CHUNK).max(from);
+        if start < written().saturating_add(CHUNK) {
+            break;
+        }
+        // SAFETY: the range lies inside the mapping made above; populating touches no byte
+        // of its contents (the pages are new and zero, or already hold what was written).
+        let r = unsafe {
+            libc::madvise(
+                ptr.cast::<u8>().add((start - from) as usize).cast(),
+                (end - start) as usize,
+                MADV_POPULATE_WRITE,
+            )
+        };
+        if r < 0 {
+            result = Err(io::Error::last_os_error());
+            break;
+        }
+        end = start;
+    }
+    // SAFETY: the mapping made above, not referenced past this point.
+    unsafe { libc::munmap(ptr, len) };
+    result
+}

@@ -568,15 +568,62 @@ pub fn set_sched(tid: i32, s: &Sched) -> io::Result<()> {
     Ok(())
 }
 
-/// Puts the calling thread in `SCHED_IDLE`: it runs only where a core has nothing else to
-/// do, so work done beside the main thread never delays the tasks it waits for.
-pub fn idle_priority() -> io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; the parameter is a local.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } < 0 {
-        return Err(io::Error::last_os_error());
+/// A thread that runs in `SCHED_IDLE` (only where a core has nothing else to do, so work done
+/// beside the main thread never delays the tasks it waits for) until somebody needs its
+/// result and lifts it back to normal scheduling for the wait ([`Idle::urgent`]): on a busy
+/// machine an idle thread could otherwise starve.
+pub struct Idle {
+    state: std::sync::Arc<IdleState>,
+}
+
+#[derive(Default)]
+struct IdleState {
+    tid: std::sync::atomic::AtomicI32,
+    urgent: std::sync::atomic::AtomicBool,
+}
+
+impl Idle {
+    /// Runs `f` on a new thread in `SCHED_IDLE`.
+    pub fn spawn<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (Idle, std::thread::JoinHandle<T>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let state = std::sync::Arc::new(IdleState::default());
+        let theirs = state.clone();
+        let handle = std::thread::spawn(move || {
+            theirs.tid.store(nix::unistd::gettid().as_raw(), SeqCst);
+            set_policy(0, libc::SCHED_IDLE);
+            // Awaited already, before the tid was known.
+            if theirs.urgent.load(SeqCst) {
+                set_policy(0, libc::SCHED_OTHER);
+            }
+            f()
+        });
+        (Idle { state }, handle)
     }
-    Ok(())
+
+    /// Normal scheduling while its result is awaited (`on`), idle again after.
+    pub fn urgent(&self, on: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.urgent.store(on, SeqCst);
+        let tid = self.state.tid.load(SeqCst);
+        if tid != 0 {
+            set_policy(
+                tid,
+                if on {
+                    libc::SCHED_OTHER
+                } else {
+                    libc::SCHED_IDLE
+                },
+            );
+        }
+    }
+}
+
+fn set_policy(tid: i32, policy: i32) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: integer arguments and a pointer to a local; a thread that has exited is ESRCH.
+    unsafe { libc::sched_setscheduler(tid, policy, &param) };
 }
 
 /// `get_robust_list(tid, &head, &len)`
