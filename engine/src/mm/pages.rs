@@ -356,37 +356,7 @@ impl PagesOut {
         };
         let (mut rest, ours): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| !mine(j));
         let mut failed = None;
-        // The file range the task writes, upwards: its pages are allocated from the top on
-        // another core meanwhile (sysmem::populate_ahead), so the task mostly copies.
-        let (lo, hi) = ours.iter().fold((u64::MAX, 0), |(lo, hi), j| {
-            (lo.min(j.off), hi.max(j.off + j.len))
-        });
-        let progress = std::sync::atomic::AtomicU64::new(lo);
-        let long_enough =
-            self.file.metadata().is_ok_and(|m| m.len() >= hi) || self.file.set_len(hi).is_ok();
-        // Mapped for writing, so opened again for reading too (created write-only).
-        let rw = long_enough
-            .then(|| {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
-                    .inspect_err(|e| crate::debug!("pid {pid}: pages image not reopened: {e}"))
-                    .ok()
-            })
-            .flatten();
-        std::thread::scope(|s| {
-            if let Some(rw) = &rw {
-                s.spawn(|| {
-                    let written = || progress.load(std::sync::atomic::Ordering::Relaxed);
-                    if let Err(e) = sysmem::populate_ahead(rw.as_raw_fd(), lo, hi, written) {
-                        crate::debug!("pid {pid}: pages image not allocated ahead: {e}");
-                    }
-                });
-            }
-            write_in_task(t, fd, scratch, &ours, &mut rest, &mut failed, &progress);
-            progress.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
-        });
+        write_in_task(t, fd, scratch, &ours, &mut rest, &mut failed);
         if let Some(e) = failed {
             crate::debug!("pid {pid}: in-task copy stopped: {e}");
         }
@@ -436,7 +406,6 @@ fn write_in_task(
     ours: &[Job],
     rest: &mut Vec<Job>,
     failed: &mut Option<String>,
-    progress: &std::sync::atomic::AtomicU64,
 ) {
     // Runs that follow each other in the file, by up to IOV_MAX (what the scratch area holds
     // too).
@@ -461,8 +430,6 @@ fn write_in_task(
             iov.extend_from_slice(&j.len.to_ne_bytes());
         }
         let len: u64 = group.iter().map(|j| j.len).sum();
-        // What the populating thread need not bother with any more.
-        progress.store(group[0].off + len, std::sync::atomic::Ordering::Relaxed);
         let done = match t.write_mem(scratch, &iov) {
             Ok(()) => t
                 .syscall_ok(

@@ -81,6 +81,10 @@ pub struct Scan {
 
 /// `ioctl(pagemap_fd, PAGEMAP_SCAN, &arg)` over `[start, end)` (Linux 6.7), repeated until the
 /// whole range is walked; appends matching regions (split where reported categories change).
+///
+/// A range of [`SCAN_SPLIT`] or more is walked in two halves at once, the upper one on a
+/// thread of its own (the walk holds the mm lock for reading only): a region crossing the
+/// middle comes in two pieces.
 pub fn scan(
     pagemap: RawFd,
     start: u64,
@@ -88,7 +92,34 @@ pub fn scan(
     s: Scan,
     out: &mut Vec<PageRegion>,
 ) -> io::Result<()> {
-    let mut vec = vec![PageRegion::default(); 1024];
+    // Page-table (2 MiB) aligned, so that no huge page is cut.
+    let mid = (start + (end - start) / 2) & !((2 << 20) - 1);
+    if end - start < SCAN_SPLIT || mid <= start || mid >= end {
+        return scan_range(pagemap, start, end, s, out);
+    }
+    let mut upper = Vec::new();
+    let (low, high) = std::thread::scope(|sc| {
+        let high = sc.spawn(|| scan_range(pagemap, mid, end, s, &mut upper));
+        let low = scan_range(pagemap, start, mid, s, out);
+        (low, high.join())
+    });
+    low?;
+    high.map_err(|_| io::Error::other("pagemap scan thread panicked"))??;
+    out.extend_from_slice(&upper);
+    Ok(())
+}
+
+/// Smallest range [`scan`] walks in two halves.
+pub const SCAN_SPLIT: u64 = 256 << 20;
+
+fn scan_range(
+    pagemap: RawFd,
+    start: u64,
+    end: u64,
+    s: Scan,
+    out: &mut Vec<PageRegion>,
+) -> io::Result<()> {
+    let mut vec = vec![PageRegion::default(); 4096];
     let mut cur = start;
     while cur < end {
         let mut arg = PmScanArg {
@@ -661,58 +692,4 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
     )
     .map(|_| ())
     .map_err(io::Error::from)
-}
-
-/// Allocates the page cache pages of bytes `from..to` of `fd` (page aligned, inside the file)
-/// ahead of a writer working upwards from `from`: one shared mapping of the range, populated
-/// for writing (`MADV_POPULATE_WRITE`) chunk by chunk from the top, while `written()` (the
-/// writer's progress) stays a chunk below. A writer then only copies into pages that exist;
-/// page faults take no inode lock, so the allocation runs beside writes on another core.
-pub fn populate_ahead(fd: RawFd, from: u64, to: u64, written: impl Fn() -> u64) -> io::Result<()> {
-    const CHUNK: u64 = 1 << 20;
-    const MADV_POPULATE_WRITE: i32 = 23;
-    let len = (to - from) as usize;
-    if len == 0 {
-        return Ok(());
-    }
-    // SAFETY: a fresh shared mapping of the file range at a kernel-chosen address; it aliases
-    // no memory of ours and is unmapped below before returning.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            from as libc::off_t,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let mut result = Ok(());
-    let mut end = to;
-    while end > from {
-        let start = end.saturating_sub(CHUNK).max(from);
-        if start < written().saturating_add(CHUNK) {
-            break;
-        }
-        // SAFETY: the range lies inside the mapping made above; populating touches no byte
-        // of its contents (the pages are new and zero, or already hold what was written).
-        let r = unsafe {
-            libc::madvise(
-                ptr.cast::<u8>().add((start - from) as usize).cast(),
-                (end - start) as usize,
-                MADV_POPULATE_WRITE,
-            )
-        };
-        if r < 0 {
-            result = Err(io::Error::last_os_error());
-            break;
-        }
-        end = start;
-    }
-    // SAFETY: the mapping made above, not referenced past this point.
-    unsafe { libc::munmap(ptr, len) };
-    result
 }
