@@ -693,6 +693,9 @@ type ProcResult<T> = Result<T, proc::ProcError>;
 /// What [`ProcAhead`] read of one process.
 struct Ahead {
     status: ProcResult<String>,
+    /// Read again once the task is frozen: its mm fields are those of the finished `execve`
+    /// (read while an `execve` was still loading the new program, they are zeros).
+    stat: ProcResult<proc::Stat>,
     maps: ProcResult<Vec<proc::Vma>>,
     smaps: Option<ProcResult<Vec<proc::Vma>>>,
 }
@@ -700,12 +703,14 @@ struct Ahead {
 impl Ahead {
     fn read(pid: i32) -> Ahead {
         let status = proc::read(format!("/proc/{pid}/status"));
+        let stat = proc::stat(pid);
         let maps = proc::maps(pid);
         let small = maps
             .as_ref()
             .is_ok_and(|m| m.iter().map(|v| v.len()).sum::<u64>() <= ProcAhead::LARGE);
         Ahead {
             status,
+            stat,
             maps,
             smaps: small.then(|| proc::smaps(pid)),
         }
@@ -773,6 +778,7 @@ fn dump_process(
     let pid = p.view();
     let Ahead {
         status,
+        stat,
         maps,
         smaps,
     } = ahead.take(pid);
@@ -892,17 +898,13 @@ fn dump_process(
     };
     mm::attach_flags(pid, &mut vmas, &found?)?;
     crate::debug!("pid {pid}: smaps read");
-    let mm_stat = if p.leader_exited {
-        proc::stat(pid)?
-    } else {
-        p.stat.clone()
-    };
+    let mm_stat = stat?;
     let mut mm_entry = mem.layout(pid, &mm_stat, brk, &vmas)?;
     mm_entry.track = mem.arm(pid, &mut p.threads[0], scratch, &vmas);
 
     let id = Some(p.pid as u32);
     write_mm(dir, p.pid, &pagemap, &mm_entry)?;
-    let comm = p.stat.comm.clone();
+    let comm = mm_stat.comm.clone();
     let mut task = Some(TaskCore {
         pending_shared: shared_pending,
         personality,
