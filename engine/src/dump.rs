@@ -886,7 +886,14 @@ fn dump_process(
     // Memory contents.
     crate::debug!("pid {pid}: files read");
     // (mm::DumpMem: the pages go to the tree's pages file, copied beside the smaps read.)
-    let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, Some((&mut p.threads[0], scratch)))?;
+    // The task writes its own scattered pages where it safely can (pages::PagesOut::copy_in_task).
+    let in_task = crate::mm::pages::task_may_write(&status, p.threads.len(), &rlimits);
+    let pagemap = mem.dump_pages(
+        pid,
+        p.stat.ppid,
+        &vmas,
+        in_task.then_some((&mut p.threads[0], scratch)),
+    )?;
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
     let found = match (smaps, reading) {
         (Some(r), _) => r,

@@ -167,10 +167,15 @@ impl ImageDir {
         if !kind.id_fits(id) {
             return false;
         }
-        match id {
-            Some(id) => self.ids(kind).is_ok_and(|ids| ids.contains(&id)),
-            None => self.file_path(kind, id).is_file(),
+        let Some(id) = id else {
+            return self.file_path(kind, id).is_file();
+        };
+        let mut sh = self.shared();
+        if let Some(w) = sh.writing.get(&kind) {
+            return w.contains_key(&id);
         }
+        self.load(&mut sh, kind)
+            .is_ok_and(|p| p.is_some_and(|p| p.contains(id)))
     }
 
     /// The ids that have a section in the per-task image of `kind`, sorted; none if the file

@@ -343,10 +343,6 @@ impl PagesOut {
         if n < IN_TASK_MIN_RUNS || bytes / n as u64 > IN_TASK_MAX_AVG {
             return Ok(jobs);
         }
-        if !task_may_write(pid) {
-            crate::debug!("pid {pid}: pages copied from outside (seccomp or file size limit)");
-            return Ok(jobs);
-        }
         let fd = match pass_fd(t, pid, scratch, self.file.as_raw_fd()) {
             Ok(fd) => fd,
             Err(e) => {
@@ -466,25 +462,21 @@ fn write_in_task(
     }
 }
 
-/// Whether `pid` can write the pages file itself: no seccomp filter (a remote call it
-/// forbids could kill it), no file size limit (a write past it would signal it), a single
-/// thread (with several, the in-task copy broke a thread blocked in `futex` across a restore
-/// of `threads_futex`, not understood yet).
-fn task_may_write(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    if crate::proc::status_field(&status, "Seccomp") != Some("0")
-        || crate::proc::status_field(&status, "Threads") != Some("1")
-    {
-        return false;
-    }
-    let path = PathBuf::from(format!("/proc/{pid}/limits"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return false;
-    };
-    crate::proc::parse_limits(&path, &text).is_ok_and(|l| {
-        l.iter()
-            .any(|&(r, cur, _)| r == libc::RLIMIT_FSIZE && cur == libc::RLIM_INFINITY)
-    })
+/// Whether a frozen task can write the pages file itself ([`PagesOut::copy_in_task`]), from
+/// its `/proc/PID/status` text, its thread count and its limits: no seccomp filter (a remote
+/// call it forbids could kill it), no file size limit (a write past it would signal it), a
+/// single thread (with several, the in-task copy broke a thread blocked in `futex` across a
+/// restore of `threads_futex`, not understood yet).
+pub(crate) fn task_may_write(
+    status: &str,
+    threads: usize,
+    rlimits: &[images::pb::RlimitEntry],
+) -> bool {
+    threads == 1
+        && crate::proc::status_field(status, "Seccomp") == Some("0")
+        && rlimits
+            .iter()
+            .any(|r| r.resource == libc::RLIMIT_FSIZE && r.cur == libc::RLIM_INFINITY)
 }
 
 /// Installs crust's descriptor `fd` in the frozen task: a remote `socketpair`, crust takes
@@ -581,17 +573,16 @@ fn dirty_room() -> Option<u64> {
             .ok()
     };
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    // "Key:   123 kB", as in /proc/PID/status.
     let field = |key: &str| -> Option<u64> {
-        let line = meminfo.lines().find(|l| l.starts_with(key))?;
-        let kb: u64 = line[key.len()..]
-            .trim()
+        let kb: u64 = crate::proc::status_field(&meminfo, key)?
             .trim_end_matches("kB")
             .trim()
             .parse()
             .ok()?;
         Some(kb << 10)
     };
-    let available = field("MemAvailable:")?;
+    let available = field("MemAvailable")?;
     let limit = |bytes: &str, ratio: &str| -> Option<u64> {
         match num(bytes)? {
             0 => Some(available / 100 * num(ratio)?),
@@ -600,7 +591,7 @@ fn dirty_room() -> Option<u64> {
     };
     let hard = limit("dirty_bytes", "dirty_ratio")?;
     let background = limit("dirty_background_bytes", "dirty_background_ratio")?;
-    let dirty = field("Dirty:")? + field("Writeback:")?;
+    let dirty = field("Dirty")? + field("Writeback")?;
     Some(((hard + background) / 2).saturating_sub(dirty))
 }
 
