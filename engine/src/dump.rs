@@ -844,12 +844,6 @@ fn dump_process(
     let asked_actions = signals::ask_actions(&mut batch, &status);
     let asked_timers = crate::timers::ask(&mut batch);
     let ran = batch.run(&mut p.threads[0], pid)?;
-    // A large process's smaps, left by the reader: read now, beside the page copy (not
-    // before the batch: `brk` waits for the mm lock a walk of many page tables holds).
-    // Idle cores only, like the reader ahead: the task runs remote calls meanwhile.
-    let reading = smaps
-        .is_none()
-        .then(|| crate::sys::Idle::spawn(move || proc::smaps(pid)));
     let brk = ran.ok(brk)?;
     ran.ok(pdeath)?;
     let pdeath_signal = ran.word(pdeath_at, 0) as i32;
@@ -888,11 +882,22 @@ fn dump_process(
     // (mm::DumpMem: the pages go to the tree's pages file, copied beside the smaps read.)
     // The task writes its own scattered pages where it safely can (pages::PagesOut::copy_in_task).
     let in_task = crate::mm::pages::task_may_write(&status, p.threads.len(), &rlimits);
+    // A large process's smaps, left by the reader, is read beside the page copy: not before
+    // the remote batch (`brk` waits for the mm lock a walk of many page tables holds), nor
+    // beside the page scan (both walks take the lock of each page table in turn: they would
+    // queue behind each other all the way). Idle cores only, like the reader ahead: the task
+    // runs remote calls meanwhile.
+    let mut reading = None;
     let pagemap = mem.dump_pages(
         pid,
         p.stat.ppid,
         &vmas,
         in_task.then_some((&mut p.threads[0], scratch)),
+        || {
+            if smaps.is_none() {
+                reading = Some(crate::sys::Idle::spawn(move || proc::smaps(pid)));
+            }
+        },
     )?;
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
     let found = match (smaps, reading) {

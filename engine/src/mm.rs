@@ -293,6 +293,13 @@ impl DumpMem {
         &mut self.shmem
     }
 
+    /// A dump that kills the tree when it succeeds: trackers are only borrowed from the
+    /// previous dump's keeper (a dump that fails leaves the tree running, still tracked by
+    /// it), and none are armed for a dump after this one.
+    fn kills(&self) -> bool {
+        !self.opts.pre_dump && !self.opts.leave_running
+    }
+
     /// Takes back the write trackers the previous dump left with its keeper, so that pages
     /// unchanged since it need not be stored again. `pids`: the tree, frozen.
     pub fn take_back(&mut self, pids: &[i32]) {
@@ -306,7 +313,7 @@ impl DumpMem {
                 .and_then(|m| m.track)
         });
         if let Some(name) = name {
-            self.old = track::take_back(&name).into_iter().collect();
+            self.old = track::take_back(&name, self.kills()).into_iter().collect();
         }
     }
 
@@ -315,13 +322,15 @@ impl DumpMem {
     ///
     /// `task`: a stopped thread of the task and its scratch area, through which the task
     /// writes the scattered runs of an incremental dump itself
-    /// ([`pages::PagesOut::copy_in_task`]).
+    /// ([`pages::PagesOut::copy_in_task`]). `copying` runs once the page tables are walked,
+    /// right before the pages are copied (in a dump; never in a pre-dump).
     pub fn dump_pages(
         &mut self,
         pid: i32,
         ppid: i32,
         vmas: &[Vma],
         task: Option<(&mut Tracee, RemoteAddr)>,
+        copying: impl FnOnce(),
     ) -> Result<Vec<PagemapEntry>, DumpError> {
         let prev_entries = match (&self.prev, self.old.contains_key(&pid)) {
             (Some(p), true) if p.exists(ImageKind::Pagemap, Some(pid as u32)) => {
@@ -371,16 +380,20 @@ impl DumpMem {
         } else {
             None
         };
-        let mut entries = Vec::new();
+        // Sized once: growing these by doubling faults in fresh pages at every step.
+        let written = regions.iter().filter(|r| r.written).count();
+        self.jobs.reserve(written);
+        let mut entries = Vec::with_capacity(regions.len());
         let mut vma = usize::MAX;
         let mut first = 0;
+        let mut pieces = Vec::new();
         for r in &regions {
             if r.vma != vma {
                 vma = r.vma;
                 first = entries.len();
             }
             // Unchanged since the parent dump, and there: not stored again.
-            let mut pieces = Vec::new();
+            pieces.clear();
             match &prev_entries {
                 Some(pe) if !r.written => {
                     let mut cur = r.start;
@@ -399,7 +412,7 @@ impl DumpMem {
                 }
                 _ => pieces.push((r.start, r.end, false)),
             }
-            for (s, e, in_parent) in pieces {
+            for &(s, e, in_parent) in &pieces {
                 if in_parent {
                     let nr = (e - s) / PAGE_SIZE;
                     pages::push_entry_after(&mut entries, first, s, nr, 0, PE_IN_PARENT);
@@ -408,11 +421,21 @@ impl DumpMem {
                 self.store(pid, r.readable, (s, e), first, cow.as_ref(), &mut entries)?;
             }
         }
-        self.done.insert(pid, entries.clone());
+        // Kept for the children and later siblings that may share pages with this task.
+        let relatives_ahead = has_children || self.done.contains_key(&ppid);
+        self.done.insert(
+            pid,
+            if relatives_ahead {
+                entries.clone()
+            } else {
+                Vec::new()
+            },
+        );
         if !self.opts.pre_dump {
             // Now, while smaps is read beside (the tree stays frozen until the end anyway).
             let mut jobs = std::mem::take(&mut self.jobs);
             crate::debug!("pid {pid}: {} runs to copy", jobs.len());
+            copying();
             if let Some((t, scratch)) = task {
                 jobs = self.out.copy_in_task(t, pid, scratch, jobs)?;
             }
@@ -433,6 +456,18 @@ impl DumpMem {
         entries: &mut Vec<PagemapEntry>,
     ) -> Result<(), DumpError> {
         let n = (e - s) / PAGE_SIZE;
+        if cow.is_none() && self.pagemap.is_none() {
+            // No other process of the tree can share these pages: one run to copy.
+            let off = self.out.alloc(e - s);
+            pages::push_entry_after(entries, first, s, n, off, PE_PRESENT);
+            self.jobs.push(pages::Job {
+                src: pages::Source::Task { pid, readable },
+                addr: s,
+                len: e - s,
+                off: off * PAGE_SIZE,
+            });
+            return Ok(());
+        }
         let io = |pid: i32, source| DumpError::Io {
             pid,
             path: format!("/proc/{pid}/pagemap").into(),
@@ -656,7 +691,7 @@ impl DumpMem {
         vmas: &[Vma],
     ) -> Option<String> {
         let old = self.old.remove(&pid);
-        if !self.opts.track && !self.opts.pre_dump {
+        if (!self.opts.track && !self.opts.pre_dump) || self.kills() {
             if let Some(fd) = old {
                 self.retired.push((pid, fd));
             }
@@ -758,7 +793,7 @@ impl DumpMem {
         track::keep(&self.keeper, &std::mem::take(&mut self.new));
         let mut retired = std::mem::take(&mut self.retired);
         retired.extend(std::mem::take(&mut self.old));
-        track::retire(retired, !self.opts.leave_running);
+        track::retire(retired, self.kills());
         Ok(n)
     }
 }

@@ -100,7 +100,7 @@ fn frozen_part(
         for v in &vmas {
             mm::check_dumpable(pid, v)?;
         }
-        let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, None)?;
+        let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, None, || {})?;
         let smaps = proc::smaps(pid)?;
         mm::attach_flags(pid, &mut vmas, &smaps)?;
         let scratch = p.scratch()?;

@@ -91,6 +91,15 @@ while True:
     time.sleep(0.01)
 "#;
 
+/// Whether the abstract unix socket `name` is bound (read off /proc/net/unix: connecting
+/// would itself make a keeper hand its trackers over and go).
+fn keeper_listens(name: &str) -> bool {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(&format!("@{name}")))
+}
+
 /// Whether a process listens on the abstract unix socket `name`.
 fn keeper_answers(name: &str) -> bool {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
@@ -186,11 +195,16 @@ fn pre_dump_then_dump_stores_only_what_was_written() {
         std::fs::read_link(dump.join(images::PARENT_LINK)).unwrap(),
         Path::new("../pre")
     );
-    // The keeper handed its trackers over and is gone.
+    // The keeper lent its trackers to the dump and goes once the task is gone.
+    let until = Instant::now() + Duration::from_secs(10);
+    while keeper_listens(&keeper) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
-        !keeper_answers(&keeper),
-        "the tracking keeper {keeper} is still there"
+        !keeper_listens(&keeper),
+        "the tracking keeper {keeper} outlived its task"
     );
+    assert!(!keeper_answers(&keeper));
 
     let out = crust(&["restore", "-D", dump.to_str().unwrap(), "-d"]);
     assert!(
@@ -204,6 +218,63 @@ fn pre_dump_then_dump_stores_only_what_was_written() {
     assert_eq!(
         after, dirtied,
         "memory after restore is not what the task last wrote"
+    );
+}
+
+#[test]
+fn a_final_dump_that_fails_leaves_the_task_tracked_for_the_next() {
+    subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    let mut victim = spawn(work, "python3", &["-c", DIRTY_VICTIM]);
+    let pid = victim.id() as i32;
+    wait_for_file(&work.join("ready"));
+    let pre = work.join("pre");
+    let out = crust(&[
+        "pre-dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        pre.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(work.join("dirty"), "").unwrap();
+    wait_for_file(&work.join("dirtied"));
+    let final_dump = |name: &str, fault: Option<&str>| {
+        let dir = work.join(name);
+        let mut c = Command::new(CRUST);
+        c.args(["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()])
+            .args(["--prev-images-dir", "../pre"])
+            .stdin(Stdio::null());
+        if let Some(f) = fault {
+            c.env("CRUST_FAULT", f);
+        }
+        (c.output().expect("crust runs"), dir)
+    };
+    // Fails at its very end, when it has used the trackers: the task runs on...
+    let (out, _) = final_dump("failed", Some("dump-before-inventory"));
+    assert!(!out.status.success());
+    assert!(alive(pid), "a failed dump leaves the task running");
+    // ...still tracked: the dump tried again stores only what was written since the pre-dump.
+    let (out, dump) = final_dump("dump", None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    victim.wait().unwrap();
+    let dump_pages = size(dump.join("pages-0.img"));
+    assert!(
+        dump_pages < 16 << 20,
+        "the dump after a failed one stored {dump_pages} bytes: tracking was lost"
+    );
+    assert!(
+        dump_pages >= 4 << 20,
+        "the written 4 MiB are missing: {dump_pages} bytes"
     );
 }
 

@@ -37,6 +37,18 @@ pub fn encode_record<M: Message>(
     offset: u64,
     record: &M,
 ) -> Result<Vec<u8>, ImageError> {
+    let mut out = Vec::new();
+    encode_record_into(path, offset, record, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`encode_record`], appended to `out` (no buffer of its own: many small records).
+pub fn encode_record_into<M: Message>(
+    path: &Path,
+    offset: u64,
+    record: &M,
+    out: &mut Vec<u8>,
+) -> Result<(), ImageError> {
     let len = record.encoded_len() as u64;
     if len > MAX_RECORD_LEN {
         return Err(ImageError::Oversized {
@@ -45,11 +57,13 @@ pub fn encode_record<M: Message>(
             len,
         });
     }
-    let mut out = Vec::with_capacity((LEN_PREFIX + len) as usize);
+    out.reserve((LEN_PREFIX + len) as usize);
     // Lossless: len <= MAX_RECORD_LEN < u32::MAX.
     out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&record.encode_to_vec());
-    Ok(out)
+    record
+        .encode(out)
+        .expect("a Vec grows to whatever a record needs");
+    Ok(())
 }
 
 /// Encodes a whole image of `kind`: header, then `records`.
@@ -60,8 +74,7 @@ pub fn encode_image<M: Message>(
 ) -> Result<Vec<u8>, ImageError> {
     let mut out = encode_header(kind).to_vec();
     for r in records {
-        let rec = encode_record(path, out.len() as u64, r)?;
-        out.extend_from_slice(&rec);
+        encode_record_into(path, out.len() as u64, r, &mut out)?;
     }
     Ok(out)
 }

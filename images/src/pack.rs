@@ -193,8 +193,7 @@ pub struct SectionBuilder {
 impl SectionBuilder {
     /// Appends one record; `path` names the image in an error.
     pub fn push<M: Message>(&mut self, path: &Path, record: &M) -> Result<(), ImageError> {
-        let rec = codec::encode_record(path, self.body.len() as u64, record)?;
-        self.body.extend_from_slice(&rec);
+        codec::encode_record_into(path, self.body.len() as u64, record, &mut self.body)?;
         self.records += 1;
         Ok(())
     }

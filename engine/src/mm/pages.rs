@@ -715,6 +715,7 @@ pub(crate) fn scan(pid: i32, vmas: &[Vma], tracked: bool) -> Result<Scanned, Dum
         let mut h = Vec::new();
         let mut g = Vec::new();
         let first = regions.len();
+        regions.reserve(out.len());
         for r in &out {
             if r.categories & guard != 0 {
                 g.push((r.start, r.end));

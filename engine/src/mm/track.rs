@@ -44,8 +44,9 @@ pub(crate) fn keeper_name() -> String {
 }
 
 /// The trackers a previous dump left with its keeper `name`, by pid; none if it is gone.
-pub(crate) fn take_back(name: &str) -> Vec<(i32, OwnedFd)> {
-    match sysmem::take_from_keeper(name) {
+/// With `lend`, the keeper keeps its copies until the tasks exit (see [`retire`]).
+pub(crate) fn take_back(name: &str, lend: bool) -> Vec<(i32, OwnedFd)> {
+    match sysmem::take_from_keeper(name, lend) {
         Ok(v) => {
             crate::debug!("{} write trackers taken back from {name}", v.len());
             v
@@ -172,12 +173,11 @@ static RETIRED: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new(
 /// Lets go of trackers no longer needed without making anyone wait: closing the last
 /// descriptor of a tracker makes the kernel lift the protection of every page of its task,
 /// under its mmap lock, which is downtime while the tree is frozen and work for nothing when
-/// it is being killed. With `killed`, a keeper nobody asks closes them once their tasks are
-/// gone; else crust closes them as it exits, the tree running again by then.
-pub(crate) fn retire(trackers: Vec<(i32, OwnedFd)>, killed: bool) {
-    if killed {
-        keep(&format!("{}-retired", keeper_name()), &trackers);
-    } else {
+/// it is being killed. `lent` trackers (borrowed from a keeper that holds them until their
+/// tasks exit, as a dump that kills the tree does) are closed now: never the last close.
+/// Others are closed as crust exits, the tree running again by then.
+pub(crate) fn retire(trackers: Vec<(i32, OwnedFd)>, lent: bool) {
+    if !lent {
         RETIRED
             .lock()
             .unwrap_or_else(|p| p.into_inner())

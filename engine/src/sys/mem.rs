@@ -100,6 +100,7 @@ pub fn scan(
     let mut upper = Vec::new();
     let (low, high) = std::thread::scope(|sc| {
         let high = sc.spawn(|| scan_range(pagemap, mid, end, s, &mut upper));
+        super::leave_cpu();
         let low = scan_range(pagemap, start, mid, s, out);
         (low, high.join())
     });
@@ -441,13 +442,21 @@ pub mod child {
 }
 
 /// Forks a detached keeper process that holds `held` (pid, descriptor) pairs for a later
-/// crust: it listens on the abstract unix socket `name`, hands every pair to the first client
-/// that connects (one `SCM_RIGHTS` message each: the pid, then the descriptor) and exits; it
-/// also exits once every process of `pidfds` has exited. A double fork: the keeper is nobody's
+/// crust: it listens on the abstract unix socket `name` and hands every pair to a client that
+/// connects (one `SCM_RIGHTS` message each: the pid, then the descriptor). The client's first
+/// byte says what follows: [`KEEPER_TAKE`], the keeper closes its own copies and exits;
+/// [`KEEPER_LEND`], it keeps them and goes on waiting. It exits once every process of
+/// `pidfds` has exited. A double fork: the keeper is nobody's
 /// child but the nearest subreaper's, and leaves no zombie behind in crust.
 ///
 /// The keeper runs only raw system calls on memory prepared before the fork, so forking from
 /// a multithreaded crust is safe.
+/// A client of [`spawn_keeper`] takes the descriptors over: the keeper goes.
+pub const KEEPER_TAKE: u8 = b'T';
+/// A client of [`spawn_keeper`] borrows copies: the keeper keeps its own until its processes
+/// have exited, so that the client closing its copies is never the last close.
+pub const KEEPER_LEND: u8 = b'L';
+
 pub fn spawn_keeper(name: &str, held: &[(i32, RawFd)], pidfds: &[RawFd]) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // The listening socket, bound before the fork so a bind error is crust's to report.
@@ -537,6 +546,16 @@ pub fn spawn_keeper(name: &str, held: &[(i32, RawFd)], pidfds: &[RawFd]) -> io::
             if !polls.is_empty() && polls[0].revents != 0 {
                 let conn = libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), 0);
                 if conn >= 0 {
+                    // What the client wants, within a second (none: it takes them).
+                    let mut ask = libc::pollfd {
+                        fd: conn,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let mut mode = KEEPER_TAKE;
+                    if libc::poll(&mut ask, 1, 1000) == 1 {
+                        libc::recv(conn, (&mut mode as *mut u8).cast(), 1, libc::MSG_DONTWAIT);
+                    }
                     for (i, (pid, cbuf)) in msgs.iter_mut().enumerate() {
                         let mut iov = libc::iovec {
                             iov_base: pid.as_mut_ptr().cast(),
@@ -554,6 +573,10 @@ pub fn spawn_keeper(name: &str, held: &[(i32, RawFd)], pidfds: &[RawFd]) -> io::
                         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<i32>(), held[i].1);
                         libc::sendmsg(conn, &msg, libc::MSG_NOSIGNAL);
                     }
+                    if mode == KEEPER_LEND {
+                        libc::close(conn);
+                        continue;
+                    }
                     // Ours go before the client sees the end: its copies must be the last.
                     for &(_, fd) in held {
                         libc::close(fd);
@@ -570,8 +593,9 @@ pub fn spawn_keeper(name: &str, held: &[(i32, RawFd)], pidfds: &[RawFd]) -> io::
 }
 
 /// Connects to the keeper at abstract unix socket `name` and takes every (pid, descriptor)
-/// pair it holds; none when no keeper answers.
-pub fn take_from_keeper(name: &str) -> io::Result<Vec<(i32, OwnedFd)>> {
+/// pair it holds, or borrows copies with `lend` (see [`spawn_keeper`]); none when no keeper
+/// answers.
+pub fn take_from_keeper(name: &str, lend: bool) -> io::Result<Vec<(i32, OwnedFd)>> {
     use nix::sys::socket::{
         connect, recvmsg, socket, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
         UnixAddr,
@@ -590,6 +614,9 @@ pub fn take_from_keeper(name: &str) -> io::Result<Vec<(i32, OwnedFd)>> {
         Err(nix::errno::Errno::ECONNREFUSED) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     }
+    let mode = [if lend { KEEPER_LEND } else { KEEPER_TAKE }];
+    nix::sys::socket::send(sock.as_raw_fd(), &mode, MsgFlags::MSG_NOSIGNAL)
+        .map_err(io::Error::from)?;
     let mut out = Vec::new();
     loop {
         let mut pid = [0u8; 4];
