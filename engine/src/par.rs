@@ -24,21 +24,29 @@ pub(crate) fn for_each<T: Sync, S, E: Send>(
         .clamp(1, 8)
         .min(items.len().max(1));
     let next = AtomicUsize::new(0);
+    let worker = || {
+        let mut st = state();
+        while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            work(&mut st, item)?;
+        }
+        Ok(())
+    };
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
+        // The calling thread is the last worker. Each new thread starts on the caller's CPU,
+        // which the caller then leaves for another: the workers spread at once.
+        let handles: Vec<_> = (1..workers)
             .map(|_| {
-                s.spawn(|| {
-                    let mut st = state();
-                    while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        work(&mut st, item)?;
-                    }
-                    Ok(())
-                })
+                let h = s.spawn(worker);
+                crate::sys::leave_cpu();
+                h
             })
             .collect();
+        let mine = worker();
         handles
             .into_iter()
-            .try_for_each(|h| h.join().expect("worker thread panicked"))
+            .map(|h| h.join().expect("worker thread panicked"))
+            .chain(std::iter::once(mine))
+            .collect::<Result<(), E>>()
     })
 }
 
