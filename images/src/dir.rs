@@ -449,36 +449,67 @@ impl ImageDir {
         Ok((head, entries))
     }
 
-    /// Checks pagemap entries against the pages file the head names.
+    /// Checks pagemap entries against the pages files the head names.
     fn check_pagemap(
         &self,
         path: &Path,
         head: &pb::PagemapHead,
         entries: &[LocatedEntry],
     ) -> Result<(), ImageError> {
-        let pages_path = self.pages_path(head.pages_id);
-        let pages_len = match fs::metadata(&pages_path) {
-            Ok(m) => Some(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err(IoOp::Read, &pages_path)(e)),
-        };
-        pagemap::check_entries(path, &pages_path, pages_len, entries)
+        let mut parts = std::collections::HashMap::new();
+        for le in entries.iter().filter(|le| le.entry.is_present()) {
+            let part = le.entry.part;
+            if parts.contains_key(&part) {
+                continue;
+            }
+            if part >= pagemap::MAX_PARTS {
+                return Err(ImageError::BadPart {
+                    path: path.to_owned(),
+                    offset: le.offset,
+                    vaddr: le.entry.vaddr,
+                    part,
+                });
+            }
+            let pages_path = self.pages_part_path(head.pages_id, part);
+            let pages_len = match fs::metadata(&pages_path) {
+                Ok(m) => Some(m.len()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io_err(IoOp::Read, &pages_path)(e)),
+            };
+            parts.insert(part, (pages_path, pages_len));
+        }
+        pagemap::check_entries(path, &parts, entries)
     }
 
-    /// The path of `pages-<pages_id>.img`.
+    /// The path of `pages-<pages_id>.img` (part 0 of the pages).
     pub fn pages_path(&self, pages_id: u32) -> PathBuf {
-        self.path.join(pages_file_name(pages_id))
+        self.pages_part_path(pages_id, 0)
+    }
+
+    /// The path of part `part` of the pages `pages_id` (see `PagemapEntry.part`).
+    pub fn pages_part_path(&self, pages_id: u32, part: u32) -> PathBuf {
+        self.path.join(pages_file_name(pages_id, part))
     }
 
     /// Creates `pages-<pages_id>.img.tmp` (mode 0600) for the page writer;
     /// [`ImageDir::commit_pages`] gives it its final name.
     pub fn create_pages(&self, pages_id: u32) -> Result<File, ImageError> {
-        create_private(&tmp_path(&self.pages_path(pages_id)))
+        self.create_pages_part(pages_id, 0)
+    }
+
+    /// Like [`ImageDir::create_pages`], for part `part`.
+    pub fn create_pages_part(&self, pages_id: u32, part: u32) -> Result<File, ImageError> {
+        create_private(&tmp_path(&self.pages_part_path(pages_id, part)))
     }
 
     /// Renames `pages-<pages_id>.img.tmp` to `pages-<pages_id>.img`.
     pub fn commit_pages(&self, pages_id: u32) -> Result<(), ImageError> {
-        let path = self.pages_path(pages_id);
+        self.commit_pages_part(pages_id, 0)
+    }
+
+    /// Like [`ImageDir::commit_pages`], for part `part`.
+    pub fn commit_pages_part(&self, pages_id: u32, part: u32) -> Result<(), ImageError> {
+        let path = self.pages_part_path(pages_id, part);
         let tmp = tmp_path(&path);
         if self.fsync {
             // fsync flushes the inode whichever descriptor it is called on.
@@ -593,18 +624,22 @@ fn reencode<M: Message + Default>(
 /// Name of the raw file contents image (see [`ImageDir::files_data_path`]).
 pub const FILES_DATA: &str = "files-data.img";
 
-fn pages_file_name(pages_id: u32) -> String {
-    format!("pages-{pages_id}.img")
+fn pages_file_name(pages_id: u32, part: u32) -> String {
+    match part {
+        0 => format!("pages-{pages_id}.img"),
+        p => format!("pages-{pages_id}.{p}.img"),
+    }
 }
 
-/// The id of a `pages-<id>.img` name, in the exact form [`pages_file_name`] makes.
-fn parse_pages_file_name(name: &str) -> Option<u32> {
-    let id = name
-        .strip_prefix("pages-")?
-        .strip_suffix(".img")?
-        .parse()
-        .ok()?;
-    (pages_file_name(id) == name).then_some(id)
+/// The id and part of a `pages-<id>.img` or `pages-<id>.<part>.img` name, in the exact form
+/// [`pages_file_name`] makes.
+fn parse_pages_file_name(name: &str) -> Option<(u32, u32)> {
+    let inner = name.strip_prefix("pages-")?.strip_suffix(".img")?;
+    let (id, part) = match inner.split_once('.') {
+        Some((id, part)) => (id.parse().ok()?, part.parse().ok()?),
+        None => (inner.parse().ok()?, 0),
+    };
+    (pages_file_name(id, part) == name).then_some((id, part))
 }
 
 fn rename_into_place(tmp: &Path, path: &Path, fsync: bool) -> Result<(), ImageError> {

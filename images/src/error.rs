@@ -203,6 +203,19 @@ pub enum ImageError {
         vaddr: u64,
     },
 
+    /// A pagemap entry names a part of the pages no dump writes.
+    #[error("{}: entry at offset {offset} (vaddr {vaddr:#x}): pages part {part} is out of range", path.display())]
+    BadPart {
+        /// The pagemap file.
+        path: PathBuf,
+        /// Offset of the entry.
+        offset: u64,
+        /// Its address.
+        vaddr: u64,
+        /// The part it names.
+        part: u32,
+    },
+
     /// A pagemap entry overlaps an earlier one.
     #[error("{}: entry at offset {offset} (vaddr {vaddr:#x}): {space} overlaps an earlier entry", path.display())]
     Overlap {

@@ -74,7 +74,7 @@ pub use pagemap::{LocatedEntry, PE_IN_PARENT, PE_PRESENT, PE_ZERO};
 pub use pb::{InventoryEntry, PagemapEntry, PagemapHead};
 
 /// Version of the image format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Size of a page in the pages files and of the unit of pagemap entries.
 pub const PAGE_SIZE: u64 = 4096;

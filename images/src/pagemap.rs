@@ -9,7 +9,8 @@
 //! a bad entry must never make restore read past the pages file or write
 //! outside the mapping it targets.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use crate::codec;
 use crate::error::{ImageError, Space};
@@ -89,19 +90,22 @@ pub(crate) fn decode_pagemap_records(
     Ok((head, entries))
 }
 
+/// Parts of the pages a pagemap may name (`PagemapEntry.part`).
+pub const MAX_PARTS: u32 = 64;
+
 /// Checks pagemap entries: each has exactly one known flag, covers at least
 /// one page, is page aligned and does not overflow; entries are sorted by
-/// address without overlap; `PE_PRESENT` runs lie inside the pages file
-/// (`pages_len` bytes, `None` if it does not exist) and do not share pages.
-/// `path` names the pagemap file and `pages_path` the pages file in errors.
+/// address without overlap; `PE_PRESENT` runs lie inside their part of the
+/// pages (`parts`: by part, its path and length, `None` if it does not exist)
+/// and do not share pages. `path` names the pagemap file in errors.
 pub fn check_entries(
     path: &Path,
-    pages_path: &Path,
-    pages_len: Option<u64>,
+    parts: &HashMap<u32, (PathBuf, Option<u64>)>,
     entries: &[LocatedEntry],
 ) -> Result<(), ImageError> {
     let mut prev: Option<(u64, u64)> = None; // (vaddr, end) of the previous entry
-    let mut in_file: Vec<(u64, u64, &LocatedEntry)> = Vec::new(); // (start, end, entry)
+                                             // (part, start, end, entry)
+    let mut in_file: Vec<(u32, u64, u64, &LocatedEntry)> = Vec::new();
 
     for le in entries {
         let (offset, e) = (le.offset, &le.entry);
@@ -161,7 +165,15 @@ pub fn check_entries(
                 .byte_len()
                 .and_then(|len| start.checked_add(len))
                 .ok_or_else(overflow)?;
-            let Some(pages_len) = pages_len else {
+            let Some((pages_path, pages_len)) = parts.get(&e.part) else {
+                return Err(ImageError::BadPart {
+                    path: path(),
+                    offset,
+                    vaddr,
+                    part: e.part,
+                });
+            };
+            let Some(pages_len) = *pages_len else {
                 return Err(ImageError::Missing {
                     path: pages_path.to_owned(),
                 });
@@ -175,17 +187,17 @@ pub fn check_entries(
                     pages_len,
                 });
             }
-            in_file.push((start, file_end, le));
+            in_file.push((e.part, start, file_end, le));
         }
     }
 
     // Runs need not be in file order (a writer may append out of address
     // order), so sort by file position; report the later record of a pair.
-    in_file.sort_by_key(|&(start, _, le)| (start, le.offset));
+    in_file.sort_by_key(|&(part, start, _, le)| (part, start, le.offset));
     for pair in in_file.windows(2) {
-        let (_, a_end, a) = pair[0];
-        let (b_start, _, b) = pair[1];
-        if b_start < a_end {
+        let (a_part, _, a_end, a) = pair[0];
+        let (b_part, b_start, _, b) = pair[1];
+        if a_part == b_part && b_start < a_end {
             let later = if a.offset > b.offset { a } else { b };
             return Err(ImageError::Overlap {
                 path: path.to_owned(),

@@ -13,6 +13,7 @@ fn entry(vaddr: u64, nr_pages: u64, pages_off: u64, flags: u32) -> PagemapEntry 
         nr_pages,
         pages_off,
         flags,
+        part: 0,
     }
 }
 
@@ -282,4 +283,63 @@ fn entry_helpers() {
     assert_eq!(e.end(), Some(0x4000));
     assert_eq!(e.file_offset(), Some(2 * PAGE_SIZE));
     assert_eq!(present(!0xfff, 1, 0).end(), None);
+}
+
+/// Runs in two parts of the pages: each checked against its own file, at the same offsets.
+#[test]
+fn runs_in_parts_are_checked_against_their_own_file() {
+    let in_part = |vaddr, nr, off, part| PagemapEntry {
+        part,
+        ..present(vaddr, nr, off)
+    };
+    // The same file offsets in two parts do not overlap.
+    let entries = vec![in_part(0x1000, 2, 0, 0), in_part(0x3000, 2, 0, 1)];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = ImageDir::create(tmp.path()).unwrap();
+    common::write_pages(&dir, 1, 2);
+    std::fs::write(dir.pages_part_path(1, 1), vec![0u8; PAGE_SIZE as usize]).unwrap();
+    assert!(dir.pages_part_path(1, 1).ends_with("pages-1.1.img"));
+    dir.write_pagemap(PID, &PagemapHead { pages_id: 1 }, &entries)
+        .unwrap();
+    dir.commit_sections().unwrap();
+    // Part 1 holds one page: the run of two reaches past its end, not past part 0's.
+    let e = ImageDir::open(tmp.path())
+        .unwrap()
+        .read_pagemap(PID)
+        .unwrap_err();
+    assert!(
+        matches!(e, ImageError::PastEnd { vaddr: 0x3000, pages_len, ref pages_path, .. }
+            if pages_len == PAGE_SIZE && pages_path.ends_with("pages-1.1.img")),
+        "{e:?}"
+    );
+    std::fs::write(dir.pages_part_path(1, 1), vec![0u8; 2 * PAGE_SIZE as usize]).unwrap();
+    let (_, got) = ImageDir::open(tmp.path())
+        .unwrap()
+        .read_pagemap(PID)
+        .unwrap();
+    assert_eq!(got, entries);
+    // A part whose file is not there, and a part out of range.
+    std::fs::remove_file(dir.pages_part_path(1, 1)).unwrap();
+    let e = ImageDir::open(tmp.path())
+        .unwrap()
+        .read_pagemap(PID)
+        .unwrap_err();
+    assert!(
+        matches!(e, ImageError::Missing { ref path } if path.ends_with("pages-1.1.img")),
+        "{e:?}"
+    );
+    let (_t, r) = check(&[in_part(0x1000, 1, 0, 1000)], 1);
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImageError::BadPart {
+                part: 1000,
+                vaddr: 0x1000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("part 1000"), "{e}");
 }

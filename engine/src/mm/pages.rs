@@ -851,6 +851,7 @@ pub(crate) fn push_entry_after(
         nr_pages: nr,
         pages_off: if flags == PE_PRESENT { off } else { 0 },
         flags,
+        part: 0,
     });
 }
 
@@ -1154,6 +1155,7 @@ mod tests {
             nr_pages: nr,
             pages_off: off,
             flags,
+            part: 0,
         }
     }
 

@@ -797,6 +797,7 @@ mod tests {
             nr_pages,
             pages_off,
             flags,
+            part: 0,
         }
     }
 
@@ -908,6 +909,7 @@ mod tests {
             nr_pages: 2,
             pages_off: 0,
             flags: PE_PRESENT,
+            part: 0,
         }];
         dir.write_shmem_pagemap(1, &head, &entries).unwrap();
         let o = ShmemObject {

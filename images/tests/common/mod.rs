@@ -293,6 +293,7 @@ pub fn pagemap_entries() -> Vec<pb::PagemapEntry> {
         nr_pages,
         pages_off,
         flags,
+        part: 0,
     };
     vec![
         e(0x1000, 1, 0, PE_PRESENT),
