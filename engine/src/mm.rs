@@ -198,7 +198,7 @@ pub(crate) struct DumpMem {
     /// This dump's pagemap of every process done, for its children.
     done: HashMap<i32, Vec<PagemapEntry>>,
     /// Pages of the pages file that several tasks point at (page ranges).
-    shared_slots: Vec<(u64, u64)>,
+    shared_slots: Vec<(u32, u64, u64)>,
     jobs: Vec<pages::Job>,
     shmem: shmem::ShmemDump,
     /// Trackers of the previous dump, taken back: they still protect the unchanged pages.
@@ -458,14 +458,9 @@ impl DumpMem {
         let n = (e - s) / PAGE_SIZE;
         if cow.is_none() && self.pagemap.is_none() {
             // No other process of the tree can share these pages: one run to copy.
-            let off = self.out.alloc(e - s);
-            pages::push_entry_after(entries, first, s, n, off, PE_PRESENT);
-            self.jobs.push(pages::Job {
-                src: pages::Source::Task { pid, readable },
-                addr: s,
-                len: e - s,
-                off: off * PAGE_SIZE,
-            });
+            let src = pages::Source::Task { pid, readable };
+            self.out
+                .place(src, (s, e - s), entries, first, &mut self.jobs);
             return Ok(());
         }
         let io = |pid: i32, source| DumpError::Io {
@@ -473,8 +468,8 @@ impl DumpMem {
             path: format!("/proc/{pid}/pagemap").into(),
             source,
         };
-        // Per page: the parent's page in the pages file, when shared with it.
-        let mut shared: Vec<Option<u64>> = vec![None; n as usize];
+        // Per page: the parent's page in the pages (part, page), when shared with it.
+        let mut shared: Vec<Option<(u32, u64)>> = vec![None; n as usize];
         // Per page: mapped by other processes too. Such a page is read through /proc/PID/mem:
         // process_vm_readv pins pages, and pinning a page shared since fork makes the kernel
         // give the task a copy of its own (5.19+), which would break the very sharing this
@@ -514,7 +509,7 @@ impl DumpMem {
                 let addr = s + i as u64 * PAGE_SIZE;
                 if let Some(pe) = pages::covering(pe, addr) {
                     if pe.flags == PE_PRESENT {
-                        shared[i] = Some(pe.pages_off + (addr - pe.vaddr) / PAGE_SIZE);
+                        shared[i] = Some((pe.part, pe.pages_off + (addr - pe.vaddr) / PAGE_SIZE));
                     }
                 }
             }
@@ -523,14 +518,14 @@ impl DumpMem {
         while i < n as usize {
             let mut j = i + 1;
             match shared[i] {
-                Some(off) => {
-                    while j < n as usize && shared[j] == Some(off + (j - i) as u64) {
+                Some((part, off)) => {
+                    while j < n as usize && shared[j] == Some((part, off + (j - i) as u64)) {
                         j += 1;
                     }
                     let addr = s + i as u64 * PAGE_SIZE;
                     let nr = (j - i) as u64;
-                    pages::push_entry_after(entries, first, addr, nr, off, PE_PRESENT);
-                    self.shared_slots.push((off, off + nr));
+                    pages::push_entry_in(entries, first, addr, nr, (part, off), PE_PRESENT);
+                    self.shared_slots.push((part, off, off + nr));
                 }
                 None => {
                     while j < n as usize && shared[j].is_none() && careful[j] == careful[i] {
@@ -538,17 +533,12 @@ impl DumpMem {
                     }
                     let addr = s + i as u64 * PAGE_SIZE;
                     let len = (j - i) as u64 * PAGE_SIZE;
-                    let off = self.out.alloc(len);
-                    pages::push_entry_after(entries, first, addr, len / PAGE_SIZE, off, PE_PRESENT);
-                    self.jobs.push(pages::Job {
-                        src: pages::Source::Task {
-                            pid,
-                            readable: readable && !careful[i],
-                        },
-                        addr,
-                        len,
-                        off: off * PAGE_SIZE,
-                    });
+                    let src = pages::Source::Task {
+                        pid,
+                        readable: readable && !careful[i],
+                    };
+                    self.out
+                        .place(src, (addr, len), entries, first, &mut self.jobs);
                 }
             }
             i = j;
@@ -739,18 +729,30 @@ impl DumpMem {
     /// Pre-dump, before the tree runs again: copies the pages several tasks point at, which
     /// must be one consistent copy.
     pub fn copy_shared_now(&mut self) -> Result<(), DumpError> {
-        let mut slots = std::mem::take(&mut self.shared_slots);
-        slots.sort_unstable();
-        let slots = pages::merge(slots.into_iter());
-        if slots.is_empty() {
+        let mut all = std::mem::take(&mut self.shared_slots);
+        if all.is_empty() {
             return Ok(());
         }
+        all.sort_unstable();
+        // By part: the page ranges pointed at, joined.
+        let mut by_part: HashMap<u32, Vec<(u64, u64)>> = HashMap::new();
+        for (part, s, e) in all {
+            by_part.entry(part).or_default().push((s, e));
+        }
+        let by_part: HashMap<u32, Vec<(u64, u64)>> = by_part
+            .into_iter()
+            .map(|(p, v)| (p, pages::merge(v.into_iter())))
+            .collect();
         let mut now = Vec::new();
         let mut later = Vec::new();
         for j in std::mem::take(&mut self.jobs) {
+            let Some(slots) = by_part.get(&j.part) else {
+                later.push(j);
+                continue;
+            };
             let (a, b) = (j.off / PAGE_SIZE, (j.off + j.len) / PAGE_SIZE);
             let mut cut = vec![a, b];
-            for &(s, e) in &slots {
+            for &(s, e) in slots {
                 if s < b && e > a {
                     cut.push(s.max(a));
                     cut.push(e.min(b));
@@ -759,16 +761,17 @@ impl DumpMem {
             cut.sort_unstable();
             cut.dedup();
             for w in cut.windows(2) {
-                let part = pages::Job {
+                let piece = pages::Job {
                     src: j.src,
                     addr: j.addr + (w[0] - a) * PAGE_SIZE,
                     len: (w[1] - w[0]) * PAGE_SIZE,
+                    part: j.part,
                     off: w[0] * PAGE_SIZE,
                 };
                 if slots.iter().any(|&(s, e)| s <= w[0] && w[1] <= e) {
-                    now.push(part);
+                    now.push(piece);
                 } else {
-                    later.push(part);
+                    later.push(piece);
                 }
             }
         }
@@ -788,7 +791,7 @@ impl DumpMem {
         let objects = self.shmem.files();
         self.out.copy(&jobs, &objects, self.opts.pre_dump)?;
         let n = self.out.pages();
-        self.dir.commit_pages(TREE_PAGES_ID)?;
+        self.out.commit()?;
         self.finished = true;
         track::keep(&self.keeper, &std::mem::take(&mut self.new));
         let mut retired = std::mem::take(&mut self.retired);

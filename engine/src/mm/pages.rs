@@ -65,12 +65,13 @@ pub(crate) enum Source {
     Object { index: u32 },
 }
 
-/// `len` bytes at `addr` of `src` go to byte `off` of the pages file.
+/// `len` bytes at `addr` of `src` go to byte `off` of part `part` of the pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Job {
     pub src: Source,
     pub addr: u64,
     pub len: u64,
+    pub part: u32,
     pub off: u64,
 }
 
@@ -86,9 +87,18 @@ pub(crate) struct Region {
     pub vma: usize,
 }
 
-/// The pages file of a dump being written.
+/// The pages of a dump being written, in parts (`PagemapEntry.part`): a file takes one
+/// writer at a time (a buffered write holds its inode lock), so that large copies write a part
+/// per worker at once.
 pub(crate) struct PagesOut {
-    file: File,
+    dir: ImageDir,
+    parts: Vec<PartOut>,
+}
+
+/// One file of a [`PagesOut`].
+struct PartOut {
+    /// Made when a copy first writes the part (part 0 at once).
+    file: Option<File>,
     /// The same file opened with `O_DIRECT` (`None`: the filesystem refuses it), once a copy
     /// is larger than what the page cache takes without throttling.
     direct: std::sync::OnceLock<Option<File>>,
@@ -96,24 +106,121 @@ pub(crate) struct PagesOut {
     next: u64,
 }
 
+/// Runs of at least this many bytes are spread over the parts of the pages, by [`STRIPE`].
+const SPREAD_MIN: u64 = 1 << 20;
+/// Pieces in which a large run is spread over the parts of the pages.
+const STRIPE: u64 = COPY_CHUNK;
+
 impl PagesOut {
     pub fn create(dir: &ImageDir) -> Result<PagesOut, DumpError> {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        Self::with_parts(dir, n)
+    }
+
+    fn with_parts(dir: &ImageDir, n: usize) -> Result<PagesOut, DumpError> {
+        let mut parts: Vec<PartOut> = (0..n)
+            .map(|_| PartOut {
+                file: None,
+                direct: std::sync::OnceLock::new(),
+                next: 0,
+            })
+            .collect();
+        parts[0].file = Some(dir.create_pages(TREE_PAGES_ID)?);
         Ok(PagesOut {
-            file: dir.create_pages(TREE_PAGES_ID)?,
-            direct: std::sync::OnceLock::new(),
-            next: 0,
+            dir: dir.clone(),
+            parts,
         })
     }
 
-    /// Reserves `len` bytes; returns their first page.
-    pub fn alloc(&mut self, len: u64) -> u64 {
-        let at = self.next;
-        self.next += len / PAGE_SIZE;
-        at
+    /// Reserves `len` bytes; returns where they go, in order: (part, first page, bytes).
+    /// Smaller runs go to part 0 (where a task writing its own scattered pages writes:
+    /// [`PagesOut::copy_in_task`]); larger ones are cut in [`STRIPE`] pieces, each to the
+    /// part with the fewest pages so far.
+    pub fn alloc(&mut self, len: u64) -> Vec<(u32, u64, u64)> {
+        let mut out = Vec::new();
+        if len < SPREAD_MIN {
+            let p = &mut self.parts[0];
+            out.push((0, p.next, len));
+            p.next += len / PAGE_SIZE;
+            return out;
+        }
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(STRIPE);
+            let (i, p) = self
+                .parts
+                .iter_mut()
+                .enumerate()
+                .min_by_key(|(i, p)| (p.next, *i))
+                .expect("at least one part");
+            out.push((i as u32, p.next, n));
+            p.next += n / PAGE_SIZE;
+            done += n;
+        }
+        out
     }
 
     pub fn pages(&self) -> u64 {
-        self.next
+        self.parts.iter().map(|p| p.next).sum()
+    }
+
+    /// Reserves room for the `len` bytes at `start` of `src` (an address, or an offset in a
+    /// shmem object, as its pagemap counts), adds their run to `entries` (after index
+    /// `first`: see [`push_entry_after`]) and plans their copy in `jobs`.
+    pub fn place(
+        &mut self,
+        src: Source,
+        (start, len): (u64, u64),
+        entries: &mut Vec<PagemapEntry>,
+        first: usize,
+        jobs: &mut Vec<Job>,
+    ) {
+        let mut at = start;
+        for (part, off, n) in self.alloc(len) {
+            push_entry_in(entries, first, at, n / PAGE_SIZE, (part, off), PE_PRESENT);
+            jobs.push(Job {
+                src,
+                addr: at,
+                len: n,
+                part,
+                off: off * PAGE_SIZE,
+            });
+            at += n;
+        }
+    }
+
+    /// Gives every part written its final name.
+    pub fn commit(&self) -> Result<(), DumpError> {
+        for (i, p) in self.parts.iter().enumerate() {
+            if p.file.is_some() {
+                self.dir.commit_pages_part(TREE_PAGES_ID, i as u32)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The file of part `part`, made if need be, at its full length.
+    fn open_part(&mut self, part: u32) -> Result<(), DumpError> {
+        let p = &mut self.parts[part as usize];
+        if p.file.is_none() {
+            p.file = Some(self.dir.create_pages_part(TREE_PAGES_ID, part)?);
+        }
+        let file = p.file.as_ref().expect("made above");
+        file.set_len(p.next * PAGE_SIZE)
+            .map_err(|source| DumpError::File {
+                path: self.dir.pages_part_path(TREE_PAGES_ID, part),
+                source,
+            })
+    }
+
+    fn file(&self, part: u32) -> &File {
+        self.parts[part as usize]
+            .file
+            .as_ref()
+            .expect("opened before the copy")
     }
 
     /// Copies every job to its place. With `tolerant` (a pre-dump of running tasks) what
@@ -129,12 +236,28 @@ impl PagesOut {
     /// `O_DIRECT`: straight from crust's buffers to the disk, a write in flight per worker,
     /// no page cache. What fits goes through the page cache, where a restore on this machine
     /// finds it.
-    pub fn copy(&self, jobs: &[Job], objects: &[File], tolerant: bool) -> Result<(), DumpError> {
+    pub fn copy(
+        &mut self,
+        jobs: &[Job],
+        objects: &[File],
+        tolerant: bool,
+    ) -> Result<(), DumpError> {
         let total: u64 = jobs.iter().map(|j| j.len).sum();
         let direct_from = match dirty_room() {
             Some(room) if total >= DIRECT_MIN && total > room => {
-                let first = jobs.iter().map(|j| j.off).min().unwrap_or(0);
-                Some(first + room / PAGE_SIZE * PAGE_SIZE)
+                // The room shared by the parts written.
+                let mut used: Vec<u32> = jobs.iter().map(|j| j.part).collect();
+                used.sort_unstable();
+                used.dedup();
+                let share = room / used.len().max(1) as u64 / PAGE_SIZE * PAGE_SIZE;
+                Some(
+                    used.iter()
+                        .map(|&p| {
+                            let first = jobs.iter().filter(|j| j.part == p).map(|j| j.off).min();
+                            (p, first.unwrap_or(0) + share)
+                        })
+                        .collect(),
+                )
             }
             _ => None,
         };
@@ -142,24 +265,32 @@ impl PagesOut {
     }
 
     /// [`PagesOut::copy`], writing with `O_DIRECT` (where the filesystem takes it) from file
-    /// offset `direct_from` on.
+    /// offset `direct_from` (by part) on.
     fn copy_with(
-        &self,
+        &mut self,
         jobs: &[Job],
         objects: &[File],
         tolerant: bool,
-        direct_from: Option<u64>,
+        direct_from: Option<HashMap<u32, u64>>,
     ) -> Result<(), DumpError> {
-        let direct = direct_from.and_then(|from| Some((self.direct_file()?, from)));
-        if let Some((_, from)) = direct {
-            crate::debug!("pages image written with O_DIRECT from offset {from}");
+        let mut used: Vec<u32> = jobs.iter().map(|j| j.part).collect();
+        used.sort_unstable();
+        used.dedup();
+        for &p in &used {
+            self.open_part(p)?;
         }
-        self.file
-            .set_len(self.next * PAGE_SIZE)
-            .map_err(|source| DumpError::File {
-                path: "pages image".into(),
-                source,
-            })?;
+        let this = &*self;
+        // By part: its O_DIRECT file and the offset from which it is used.
+        let direct: HashMap<u32, (&File, u64)> = match &direct_from {
+            Some(from) => from
+                .iter()
+                .filter_map(|(&p, &at)| Some((p, (this.direct_file(p)?, at))))
+                .collect(),
+            None => HashMap::new(),
+        };
+        for (p, (_, from)) in &direct {
+            crate::debug!("pages image part {p} written with O_DIRECT from offset {from}");
+        }
         let mut batches: Vec<Batch> = Vec::new();
         let mut mems: HashMap<i32, Option<File>> = HashMap::new();
         for j in jobs {
@@ -170,6 +301,7 @@ impl PagesOut {
                 match batches.last_mut() {
                     Some(b)
                         if b.src == j.src
+                            && b.part == j.part
                             && b.off + b.len == off
                             && b.len + n <= COPY_CHUNK
                             && b.pieces.len() < IOV_MAX =>
@@ -179,6 +311,7 @@ impl PagesOut {
                     }
                     _ => batches.push(Batch {
                         src: j.src,
+                        part: j.part,
                         off,
                         len: n,
                         pieces: vec![(addr, n)],
@@ -294,19 +427,25 @@ impl PagesOut {
                     }
                 };
                 buf[got..].fill(0);
-                let written = match direct {
+                let file = this.file(b.part);
+                let written = match direct.get(&b.part) {
                     // Offsets, lengths and the buffer are page aligned; a filesystem wanting
                     // more gets the write through the page cache.
-                    Some((d, from)) if b.off >= from => match d.write_all_at(buf, b.off) {
+                    Some(&(d, from)) if b.off >= from => match d.write_all_at(buf, b.off) {
                         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            self.file.write_all_at(buf, b.off)
+                            file.write_all_at(buf, b.off)
                         }
                         r => r,
                     },
-                    _ => self.file.write_all_at(buf, b.off),
+                    _ => file.write_all_at(buf, b.off),
                 };
                 written.map_err(|source| DumpError::File {
-                    path: format!("pages image at offset {}", b.off).into(),
+                    path: format!(
+                        "{} at offset {}",
+                        this.dir.pages_part_path(TREE_PAGES_ID, b.part).display(),
+                        b.off
+                    )
+                    .into(),
                     source,
                 })
             },
@@ -330,12 +469,14 @@ impl PagesOut {
         scratch: RemoteAddr,
         jobs: Vec<Job>,
     ) -> Result<Vec<Job>, DumpError> {
+        // Scattered runs are all in part 0 ([`PagesOut::alloc`]).
         let mine = |j: &Job| {
-            j.src
-                == Source::Task {
-                    pid,
-                    readable: true,
-                }
+            j.part == 0
+                && j.src
+                    == Source::Task {
+                        pid,
+                        readable: true,
+                    }
         };
         let n = jobs.iter().filter(|j| mine(j)).count();
         let bytes: u64 = jobs.iter().filter(|j| mine(j)).map(|j| j.len).sum();
@@ -343,7 +484,7 @@ impl PagesOut {
         if n < IN_TASK_MIN_RUNS || bytes / n as u64 > IN_TASK_MAX_AVG {
             return Ok(jobs);
         }
-        let fd = match pass_fd(t, pid, scratch, self.file.as_raw_fd()) {
+        let fd = match pass_fd(t, pid, scratch, self.file(0).as_raw_fd()) {
             Ok(fd) => fd,
             Err(e) => {
                 crate::debug!("pid {pid}: pages copied from outside: {e}");
@@ -364,16 +505,17 @@ impl PagesOut {
             [fd, 0, 0, 0, 0, 0],
         )?;
         crate::debug!("pid {pid}: {} runs written by the task", ours.len());
-        rest.sort_by_key(|j| j.off);
+        rest.sort_by_key(|j| (j.off, j.part));
         Ok(rest)
     }
 
-    /// The pages file opened again with `O_DIRECT`, if its filesystem takes it.
-    fn direct_file(&self) -> Option<&File> {
-        self.direct
+    /// The file of part `part` opened again with `O_DIRECT`, if its filesystem takes it.
+    fn direct_file(&self, part: u32) -> Option<&File> {
+        self.parts[part as usize]
+            .direct
             .get_or_init(|| {
                 use std::os::unix::fs::OpenOptionsExt;
-                let path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+                let path = format!("/proc/self/fd/{}", self.file(part).as_raw_fd());
                 std::fs::OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_DIRECT)
@@ -453,6 +595,7 @@ fn write_in_task(
                         src: j.src,
                         addr: j.addr + skip,
                         len: j.len - skip,
+                        part: j.part,
                         off: j.off + skip,
                     });
                 }
@@ -595,10 +738,11 @@ fn dirty_room() -> Option<u64> {
     Some(((hard + background) / 2).saturating_sub(dirty))
 }
 
-/// Ranges of one source that follow each other in the pages file, copied together.
+/// Ranges of one source that follow each other in a part of the pages, copied together.
 struct Batch {
     src: Source,
-    /// Byte offset in the pages file.
+    part: u32,
+    /// Byte offset in the part's file.
     off: u64,
     len: u64,
     /// (address, length) in the source.
@@ -835,12 +979,24 @@ pub(crate) fn push_entry_after(
     off: u64,
     flags: u32,
 ) {
+    push_entry_in(out, first, vaddr, nr, (0, off), flags)
+}
+
+/// Like [`push_entry_after`], the data at page `off` of part `part` of the pages.
+pub(crate) fn push_entry_in(
+    out: &mut Vec<PagemapEntry>,
+    first: usize,
+    vaddr: u64,
+    nr: u64,
+    (part, off): (u32, u64),
+    flags: u32,
+) {
     let first = first.min(out.len());
     if let Some(l) = out[first..].last_mut() {
         let l_end = l.vaddr + l.nr_pages * PAGE_SIZE;
         let continues = l.flags == flags
             && l_end == vaddr
-            && (flags != PE_PRESENT || l.pages_off + l.nr_pages == off);
+            && (flags != PE_PRESENT || (l.part == part && l.pages_off + l.nr_pages == off));
         if continues {
             l.nr_pages += nr;
             return;
@@ -851,7 +1007,7 @@ pub(crate) fn push_entry_after(
         nr_pages: nr,
         pages_off: if flags == PE_PRESENT { off } else { 0 },
         flags,
-        part: 0,
+        part: if flags == PE_PRESENT { part } else { 0 },
     });
 }
 
@@ -967,8 +1123,9 @@ const MAX_CHAIN: usize = 64;
 struct Resolver<'a> {
     files: &'a mut PageFiles,
     pid: i32,
-    /// Each pagemap read once: its pages file and entries.
-    cache: HashMap<PathBuf, (u32, Vec<PagemapEntry>)>,
+    /// Each pagemap read once: the file index of each part of its pages (`u32::MAX` for a
+    /// part it does not use) and its entries.
+    cache: HashMap<PathBuf, (Vec<u32>, Vec<PagemapEntry>)>,
     out: Vec<Run>,
 }
 
@@ -990,15 +1147,22 @@ impl Resolver<'_> {
         }
         if !self.cache.contains_key(&pm_path) {
             let (head, entries) = dir.read_pagemap(pid as u32)?;
-            let pages = dir.pages_path(head.pages_id);
-            let file = if entries.iter().any(|e| e.flags == PE_PRESENT) {
-                self.files.index(&pages)?
-            } else {
-                u32::MAX
-            };
-            self.cache.insert(pm_path.clone(), (file, entries));
+            // (read_pagemap checked every part named against images::pagemap::MAX_PARTS.)
+            let mut files = Vec::new();
+            for e in entries.iter().filter(|e| e.flags == PE_PRESENT) {
+                let part = e.part as usize;
+                if files.len() <= part {
+                    files.resize(part + 1, u32::MAX);
+                }
+                if files[part] == u32::MAX {
+                    files[part] = self
+                        .files
+                        .index(&dir.pages_part_path(head.pages_id, e.part))?;
+                }
+            }
+            self.cache.insert(pm_path.clone(), (files, entries));
         }
-        let (file, entries) = self.cache[&pm_path].clone();
+        let (files, entries) = self.cache[&pm_path].clone();
         let mut cur = start;
         let i = entries.partition_point(|e| e.vaddr + e.nr_pages * PAGE_SIZE <= start);
         for e in &entries[i..] {
@@ -1015,7 +1179,7 @@ impl Resolver<'_> {
                 PE_PRESENT => self.out.push(Run {
                     vaddr: s,
                     len: t - s,
-                    file,
+                    file: files[e.part as usize],
                     off: e.pages_off * PAGE_SIZE + (s - e.vaddr),
                 }),
                 PE_ZERO => {}
@@ -1271,6 +1435,55 @@ mod tests {
     }
 
     #[test]
+    fn large_runs_are_spread_over_the_parts_and_read_back_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ImageDir::create(tmp.path()).unwrap();
+        let mut out = PagesOut::with_parts(&dir, 3).unwrap();
+        let len = 5 * STRIPE + 3 * PAGE_SIZE;
+        let src: Vec<u8> = (0..len).map(|i| (i / 4093) as u8).collect();
+        let me = std::process::id() as i32;
+        let (mut entries, mut jobs) = (Vec::new(), Vec::new());
+        // A small run first: part 0, whole.
+        let task = Source::Task {
+            pid: me,
+            readable: true,
+        };
+        let base = src.as_ptr() as u64;
+        out.place(task, (base, 2 * PAGE_SIZE), &mut entries, 0, &mut jobs);
+        assert_eq!((jobs.len(), jobs[0].part), (1, 0));
+        out.place(
+            task,
+            (base + 2 * PAGE_SIZE, len - 2 * PAGE_SIZE),
+            &mut entries,
+            0,
+            &mut jobs,
+        );
+        // Every part takes some; no piece is larger than a stripe.
+        let mut parts: Vec<u32> = jobs.iter().map(|j| j.part).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        assert_eq!(parts, [0, 1, 2]);
+        assert!(jobs.iter().all(|j| j.len <= STRIPE));
+        assert_eq!(
+            entries.iter().map(|e| e.nr_pages).sum::<u64>(),
+            len / PAGE_SIZE
+        );
+        out.copy(&jobs, &[], false).unwrap();
+        out.commit().unwrap();
+        for p in 1..3 {
+            assert!(dir.pages_part_path(TREE_PAGES_ID, p).exists());
+        }
+        // Each entry's pages are where it says, in its part.
+        for e in &entries {
+            let part = std::fs::read(dir.pages_part_path(TREE_PAGES_ID, e.part)).unwrap();
+            let at = (e.pages_off * PAGE_SIZE) as usize;
+            let n = (e.nr_pages * PAGE_SIZE) as usize;
+            let from = (e.vaddr - base) as usize;
+            assert!(part[at..at + n] == src[from..from + n], "entry {e:?}");
+        }
+    }
+
+    #[test]
     fn direct_writes_keep_the_bytes() {
         // Under /tmp: tmpfs takes O_DIRECT as a buffered write, a disk filesystem for real.
         let tmp = tempfile::tempdir_in("/tmp").unwrap();
@@ -1282,7 +1495,7 @@ mod tests {
         // Every other page, scattered in memory, one after the other in the file.
         let mut jobs = Vec::new();
         for i in (0..pages).step_by(2) {
-            let off = out.alloc(PAGE_SIZE) * PAGE_SIZE;
+            let (part, off, _) = out.alloc(PAGE_SIZE)[0];
             jobs.push(Job {
                 src: Source::Task {
                     pid: me,
@@ -1290,11 +1503,12 @@ mod tests {
                 },
                 addr: src.as_ptr() as u64 + i * PAGE_SIZE,
                 len: PAGE_SIZE,
-                off,
+                part,
+                off: off * PAGE_SIZE,
             });
         }
         // The first ten pages through the page cache, the rest with O_DIRECT.
-        out.copy_with(&jobs, &[], false, Some(10 * PAGE_SIZE))
+        out.copy_with(&jobs, &[], false, Some([(0, 10 * PAGE_SIZE)].into()))
             .unwrap();
         drop(out);
         dir.commit_pages(TREE_PAGES_ID).unwrap();

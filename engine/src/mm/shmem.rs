@@ -261,14 +261,8 @@ impl ShmemDump {
             };
             let mut entries = Vec::new();
             let mut store = |entries: &mut Vec<PagemapEntry>, start: u64, len: u64| {
-                let off = out.alloc(len);
-                pages::push_entry(entries, start, len / PAGE_SIZE, off, PE_PRESENT);
-                jobs.push(Job {
-                    src: Source::Object { index: i as u32 },
-                    addr: start,
-                    len,
-                    off: off * PAGE_SIZE,
-                });
+                let src = Source::Object { index: i as u32 };
+                out.place(src, (start, len), entries, 0, &mut jobs);
             };
             for (start, end) in data_ranges(&o.file, o.entry.size).map_err(io)? {
                 let Some(theirs) = &theirs else {
@@ -412,7 +406,6 @@ fn resolve(dir: &ImageDir, id: u32, size: u64, depth: u32) -> Result<Vec<Piece>,
         return Err(bad("parent chain too long (a loop?)".into()));
     }
     let (head, entries) = dir.read_shmem_pagemap(id)?;
-    let pages = dir.pages_path(head.pages_id);
     let limit = size.next_multiple_of(PAGE_SIZE);
     let mut parent: Option<Vec<Piece>> = None;
     let mut out = Vec::new();
@@ -429,7 +422,7 @@ fn resolve(dir: &ImageDir, id: u32, size: u64, depth: u32) -> Result<Vec<Piece>,
             PE_PRESENT => out.push(Piece {
                 at: e.vaddr,
                 len,
-                pages: pages.clone(),
+                pages: dir.pages_part_path(head.pages_id, e.part),
                 off: e.pages_off * PAGE_SIZE,
             }),
             PE_IN_PARENT => {
