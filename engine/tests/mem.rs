@@ -245,7 +245,7 @@ fn a_final_dump_that_fails_leaves_the_task_tracked_for_the_next() {
     let work = tmp.path();
     let mut victim = spawn(work, "python3", &["-c", DIRTY_VICTIM]);
     let pid = victim.id() as i32;
-    let (_, pre) = pre_dump_when_ready(work, pid);
+    pre_dump_when_ready(work, pid);
     std::fs::write(work.join("dirty"), "").unwrap();
     wait_for_file(&work.join("dirtied"));
     let final_dump = |name: &str, fault: Option<&str>| {
