@@ -135,32 +135,23 @@ impl PagesOut {
         })
     }
 
-    /// Reserves `len` bytes; returns where they go, in order: (part, first page, bytes).
-    /// Smaller runs go to part 0 (where a task writing its own scattered pages writes:
-    /// [`PagesOut::copy_in_task`]); larger ones are cut in [`STRIPE`] pieces, each to the
-    /// part with the fewest pages so far.
-    pub fn alloc(&mut self, len: u64) -> Vec<(u32, u64, u64)> {
-        let mut out = Vec::new();
-        if len < SPREAD_MIN {
-            let p = &mut self.parts[0];
-            out.push((0, p.next, len));
-            p.next += len / PAGE_SIZE;
-            return out;
-        }
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(STRIPE);
-            let (i, p) = self
-                .parts
+    /// Reserves `len` bytes of a run of `run` bytes; returns (part, first page). Pieces of
+    /// smaller runs go to part 0 (where a task writing its own scattered pages writes:
+    /// [`PagesOut::copy_in_task`]), those of larger ones (cut in [`STRIPE`]s by
+    /// [`PagesOut::place`]) to the part with the fewest pages so far.
+    fn alloc(&mut self, run: u64, len: u64) -> (u32, u64) {
+        let (i, p) = if run < SPREAD_MIN {
+            (0, &mut self.parts[0])
+        } else {
+            self.parts
                 .iter_mut()
                 .enumerate()
                 .min_by_key(|(i, p)| (p.next, *i))
-                .expect("at least one part");
-            out.push((i as u32, p.next, n));
-            p.next += n / PAGE_SIZE;
-            done += n;
-        }
-        out
+                .expect("at least one part")
+        };
+        let at = p.next;
+        p.next += len / PAGE_SIZE;
+        (i as u32, at)
     }
 
     pub fn pages(&self) -> u64 {
@@ -179,7 +170,9 @@ impl PagesOut {
         jobs: &mut Vec<Job>,
     ) {
         let mut at = start;
-        for (part, off, n) in self.alloc(len) {
+        while at < start + len {
+            let n = (start + len - at).min(STRIPE);
+            let (part, off) = self.alloc(len, n);
             push_entry_in(entries, first, at, n / PAGE_SIZE, (part, off), PE_PRESENT);
             jobs.push(Job {
                 src,
@@ -245,19 +238,15 @@ impl PagesOut {
         let total: u64 = jobs.iter().map(|j| j.len).sum();
         let direct_from = match dirty_room() {
             Some(room) if total >= DIRECT_MIN && total > room => {
-                // The room shared by the parts written.
-                let mut used: Vec<u32> = jobs.iter().map(|j| j.part).collect();
-                used.sort_unstable();
-                used.dedup();
-                let share = room / used.len().max(1) as u64 / PAGE_SIZE * PAGE_SIZE;
-                Some(
-                    used.iter()
-                        .map(|&p| {
-                            let first = jobs.iter().filter(|j| j.part == p).map(|j| j.off).min();
-                            (p, first.unwrap_or(0) + share)
-                        })
-                        .collect(),
-                )
+                // The room shared by the parts written, from the first offset of each.
+                let mut first: HashMap<u32, u64> = HashMap::new();
+                for j in jobs {
+                    let f = first.entry(j.part).or_insert(j.off);
+                    *f = (*f).min(j.off);
+                }
+                let share = room / first.len() as u64 / PAGE_SIZE * PAGE_SIZE;
+                first.values_mut().for_each(|f| *f += share);
+                Some(first)
             }
             _ => None,
         };
@@ -1495,7 +1484,7 @@ mod tests {
         // Every other page, scattered in memory, one after the other in the file.
         let mut jobs = Vec::new();
         for i in (0..pages).step_by(2) {
-            let (part, off, _) = out.alloc(PAGE_SIZE)[0];
+            let (part, off) = out.alloc(PAGE_SIZE, PAGE_SIZE);
             jobs.push(Job {
                 src: Source::Task {
                     pid: me,
