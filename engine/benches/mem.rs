@@ -3,10 +3,10 @@
 //! `cargo bench -p engine --bench mem [-- FILTER]` (as root) prints:
 //! - `full-1GiB`, `full-8GiB`: dump and restore of one process with that much dirtied
 //!   anonymous memory, in MB/s of memory (median of runs; process start included);
-//! - `incremental-1GiB`: the downtime of a plain dump of 1 GiB against that of the final dump
-//!   after a pre-dump with 5% of the pages dirtied since, and the time the pre-dump kept the
-//!   process frozen. The final dump is what stops a migrated service; the target is a tenth of
-//!   the plain dump.
+//! - `incremental-1GiB`: a plain dump of 1 GiB against the final dump after a pre-dump with
+//!   5% of the pages dirtied since: the time each command takes and the time each kept the
+//!   process frozen (its log's "tree frozen for"). The final dump is what stops a migrated
+//!   service; the target is a tenth of the plain dump's downtime.
 //!
 //! Images go to `$CRUST_BENCH_DIR` (default: a temporary directory under /tmp). The machine
 //! is noisy: compare medians taken close together.
@@ -186,28 +186,36 @@ fn inherit(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The "tree frozen for X ms" a pre-dump logs.
-fn frozen(log: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(log).ok()?;
-    let at = text.find("tree frozen for ")?;
-    text[at + 16..].split_whitespace().next()?.parse().ok()
+/// The "tree frozen for X ms" a dump or pre-dump logs (NaN if it logged none).
+fn frozen(log: &Path) -> f64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.find("tree frozen for ")
+        .and_then(|at| text[at + 16..].split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
-/// Plain dump against pre-dump + final dump with 5% dirtied.
+fn median_ms(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Plain dump against pre-dump + final dump with 5% dirtied: the time each command takes,
+/// and the time each kept the tree frozen (the downtime of a service being migrated).
 fn incremental(mib: usize, runs: usize, base: &Path) {
-    let (mut plain, mut fin, mut pre, mut held) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut plain = Vec::new();
+    let mut fin = Vec::new();
+    let mut pre = Vec::new();
+    // Frozen times (ms) of the plain dump, the pre-dump and the final dump.
+    let (mut plain_held, mut pre_held, mut fin_held) = (Vec::new(), Vec::new(), Vec::new());
+    let logged = |dir: &Path, log: &str| args(&["-D", dir.to_str().unwrap(), "-v4", "-o", log]);
     for i in 0..runs {
         let v = spawn(mib);
         let dir = base.join(format!("plain-{i}"));
-        let mut a = args(&[
-            "dump",
-            "-t",
-            &v.pid.to_string(),
-            "-D",
-            dir.to_str().unwrap(),
-        ]);
+        let mut a = args(&["dump", "-t", &v.pid.to_string()]);
+        a.extend(logged(&dir, "dump.log"));
         a.extend(v.external());
         plain.push(run(&a));
+        plain_held.push(frozen(&dir.join("dump.log")));
         kill_and_reap(v.pid);
         // Its pipes go before the next victim is forked (it would inherit them).
         drop(v);
@@ -216,44 +224,42 @@ fn incremental(mib: usize, runs: usize, base: &Path) {
         let v = spawn(mib);
         let p = base.join(format!("pre-{i}"));
         let d = base.join(format!("final-{i}"));
-        let a = args(&[
-            "pre-dump",
-            "-t",
-            &v.pid.to_string(),
-            "-D",
-            p.to_str().unwrap(),
-            "-v4",
-            "-o",
-            "pre.log",
-        ]);
+        let mut a = args(&["pre-dump", "-t", &v.pid.to_string()]);
+        a.extend(logged(&p, "pre.log"));
         pre.push(run(&a));
-        held.push(frozen(&p.join("pre.log")).unwrap_or(f64::NAN));
+        pre_held.push(frozen(&p.join("pre.log")));
         v.dirty();
-        let mut a = args(&[
-            "dump",
-            "-t",
-            &v.pid.to_string(),
-            "-D",
-            d.to_str().unwrap(),
-            "--prev-images-dir",
-            &format!("../pre-{i}"),
-        ]);
+        let mut a = args(&["dump", "-t", &v.pid.to_string()]);
+        a.extend(logged(&d, "dump.log"));
+        a.extend(args(&["--prev-images-dir", &format!("../pre-{i}")]));
         a.extend(v.external());
         fin.push(run(&a));
+        fin_held.push(frozen(&d.join("dump.log")));
         kill_and_reap(v.pid);
         drop(v);
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::remove_dir_all(&d);
     }
     let (plain, fin, pre) = (median(plain), median(fin), median(pre));
-    held.sort_by(f64::total_cmp);
+    let (plain_held, pre_held, fin_held) = (
+        median_ms(plain_held),
+        median_ms(pre_held),
+        median_ms(fin_held),
+    );
     println!(
-        "incremental-{}GiB   plain dump {:>7.1} ms   pre-dump {:>7.1} ms (frozen {:.1} ms)   final dump after 5% dirtied {:>6.1} ms   downtime {:.1}x shorter   [{runs} runs]",
+        "incremental-{}GiB   plain dump {:>6.1} ms (frozen {:.1} ms)   pre-dump {:>6.1} ms (frozen {:.1} ms)   final dump after 5% dirtied {:>5.1} ms (frozen {:.1} ms)   [{runs} runs]",
         mib >> 10,
         ms(plain),
+        plain_held,
         ms(pre),
-        held[held.len() / 2],
+        pre_held,
         ms(fin),
+        fin_held,
+    );
+    println!(
+        "incremental-{}GiB   downtime (time frozen) {:.1}x shorter; command time {:.1}x shorter",
+        mib >> 10,
+        plain_held / fin_held,
         plain.as_secs_f64() / fin.as_secs_f64()
     );
 }

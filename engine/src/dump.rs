@@ -89,12 +89,23 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
         "dumping the tree of pid {pid} into {}",
         opts.images_dir.display()
     );
-    let mut tree = freeze_tree(pid)?;
-    crate::debug!("frozen: {} processes", tree.procs.len());
     let written = Written::new(&dir);
-    match write_tree(&mut tree, opts, &dir) {
+    // While the tree still runs: room in the pages file for what an incremental dump will
+    // store, so that the frozen tasks only copy into it.
+    let room = opts
+        .prev_images_dir
+        .as_ref()
+        .and_then(|_| mm::pages::Room::ahead(&dir, pid));
+    let freezing = std::time::Instant::now();
+    let mut tree = freeze_tree(pid).inspect_err(|_| written.remove())?;
+    crate::debug!("frozen: {} processes", tree.procs.len());
+    match write_tree(&mut tree, opts, &dir, room) {
         Ok(report) => {
             tree.finish(opts.leave_running)?;
+            crate::info!(
+                "dump of pid {pid}: tree frozen for {:.1} ms",
+                freezing.elapsed().as_secs_f64() * 1e3
+            );
             crate::info!("dump of pid {pid} done: {} pages", report.pages);
             Ok(report)
         }
@@ -407,7 +418,12 @@ fn kernel_release() -> String {
         .unwrap_or_default()
 }
 
-fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpReport, DumpError> {
+fn write_tree(
+    tree: &mut Tree,
+    opts: &DumpOpts,
+    dir: &ImageDir,
+    room: Option<mm::pages::Room>,
+) -> Result<DumpReport, DumpError> {
     if fault::hit("dump-after-seize") {
         return Err(DumpError::Fault("dump-after-seize"));
     }
@@ -437,6 +453,7 @@ fn write_tree(tree: &mut Tree, opts: &DumpOpts, dir: &ImageDir) -> Result<DumpRe
             pre_dump: false,
             leave_running: opts.leave_running,
         },
+        room,
     )?;
     let live: Vec<i32> = tree
         .procs

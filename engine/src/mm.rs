@@ -220,7 +220,12 @@ pub(crate) struct DumpMem {
 }
 
 impl DumpMem {
-    pub fn new(dir: &ImageDir, opts: MemOpts) -> Result<DumpMem, DumpError> {
+    /// `room`: part 0 of the pages, made ahead ([`pages::Room`]).
+    pub fn new(
+        dir: &ImageDir,
+        opts: MemOpts,
+        room: Option<pages::Room>,
+    ) -> Result<DumpMem, DumpError> {
         let mut link = None;
         let prev = match &opts.prev {
             None => None,
@@ -268,7 +273,7 @@ impl DumpMem {
         let shmem = shmem::ShmemDump::new(prev.as_ref());
         Ok(DumpMem {
             dir: dir.clone(),
-            out: pages::PagesOut::create(dir)?,
+            out: pages::PagesOut::create(dir, room)?,
             prev,
             link,
             opts,
@@ -323,7 +328,7 @@ impl DumpMem {
     /// `task`: a stopped thread of the task and its scratch area, through which the task
     /// writes the scattered runs of an incremental dump itself
     /// ([`pages::PagesOut::copy_in_task`]). `copying` runs once the page tables are walked,
-    /// right before the pages are copied (in a dump; never in a pre-dump).
+    /// before the copy is planned and made (in a dump; never in a pre-dump).
     pub fn dump_pages(
         &mut self,
         pid: i32,
@@ -345,6 +350,9 @@ impl DumpMem {
             guards,
         } = pages::scan(pid, vmas, tracked)?;
         crate::debug!("pid {pid}: {} regions found", regions.len());
+        if !self.opts.pre_dump {
+            copying();
+        }
         self.scans.insert(pid, ScanInfo { huge, guards });
         let io = |pid: i32, source| DumpError::Io {
             pid,
@@ -435,7 +443,6 @@ impl DumpMem {
             // Now, while smaps is read beside (the tree stays frozen until the end anyway).
             let mut jobs = std::mem::take(&mut self.jobs);
             crate::debug!("pid {pid}: {} runs to copy", jobs.len());
-            copying();
             if let Some((t, scratch)) = task {
                 jobs = self.out.copy_in_task(t, pid, scratch, jobs)?;
             }

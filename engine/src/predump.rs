@@ -40,8 +40,8 @@ pub fn pre_dump(opts: &PreDumpOpts) -> Result<DumpReport, DumpError> {
         "pre-dumping the tree of pid {pid} into {}",
         opts.images_dir.display()
     );
-    let mut tree = crate::dump::freeze_tree(pid)?;
     let frozen_at = std::time::Instant::now();
+    let mut tree = crate::dump::freeze_tree(pid)?;
     let mem = match frozen_part(&mut tree, opts, &dir) {
         Ok(m) => m,
         Err(e) => {
@@ -80,6 +80,7 @@ fn frozen_part(
             pre_dump: true,
             leave_running: true,
         },
+        None,
     )?;
     let live: Vec<i32> = tree
         .procs

@@ -491,3 +491,67 @@ fn shared_memory_in_an_incremental_dump_stores_only_what_changed() {
         "shared memory after restore is not what the task last wrote"
     );
 }
+
+#[test]
+fn an_incremental_dump_writes_scattered_pages_into_room_made_ahead() {
+    subreaper();
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    // One page in sixteen of the 64 MiB written: 1024 runs of a page each.
+    let scattered = DIRTY_VICTIM.replace("range(0, 4 << 20, 4096)", "range(0, 64 << 20, 16 << 12)");
+    let mut victim = spawn(work, "python3", &["-c", &scattered]);
+    let pid = victim.id() as i32;
+    pre_dump_when_ready(work, pid);
+    std::fs::write(work.join("dirty"), "").unwrap();
+    let dirtied = wait_for_file(&work.join("dirtied"));
+    let dump = work.join("dump");
+    let out = crust(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dump.to_str().unwrap(),
+        "--prev-images-dir",
+        "../pre",
+        "-v4",
+        "-o",
+        "dump.log",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    victim.wait().unwrap();
+    let log = std::fs::read_to_string(dump.join("dump.log")).unwrap();
+    let room: u64 = log
+        .split("room made ahead for ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no room made ahead:\n{log}"));
+    assert!(room >= 1024, "room for {room} pages, 1024 were written");
+    assert_stored_only_the_written(&dump);
+    // What the dump did not use is given back: no blocks past the end of the file.
+    let first = std::fs::metadata(dump.join("pages-0.img")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let allocated = first.blocks() * 512;
+    assert!(
+        allocated <= first.len().next_multiple_of(1 << 16),
+        "pages-0.img keeps {allocated} bytes allocated for {} bytes",
+        first.len()
+    );
+
+    let out = crust(&["restore", "-D", dump.to_str().unwrap(), "-d"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(work.join("check"), "").unwrap();
+    let after = wait_for_file(&work.join("hash"));
+    kill_and_reap(pid);
+    assert_eq!(
+        after, dirtied,
+        "memory after restore is not what the task last wrote"
+    );
+}

@@ -22,7 +22,8 @@
 //! kernel (5.19+) give the task a private copy, breaking the sharing), beside the read of its
 //! smaps. Many small runs (the written pages of an incremental dump) are written by the
 //! frozen task itself, with remote `pwritev` calls on a descriptor of the pages file passed to
-//! it ([`PagesOut::copy_in_task`]). What does not fit in the page cache without the kernel
+//! it ([`PagesOut::copy_in_task`]), into room an incremental dump allocated in that file
+//! before it froze the tree ([`Room`]). What does not fit in the page cache without the kernel
 //! throttling the writer goes to the disk with `O_DIRECT`. A
 //! pre-dump copies after the tree runs again ([`PagesOut::copy`] with `tolerant`): a page
 //! changed meanwhile is caught by the tracker armed before, except the pages a child shares
@@ -93,6 +94,8 @@ pub(crate) struct Region {
 pub(crate) struct PagesOut {
     dir: ImageDir,
     parts: Vec<PartOut>,
+    /// Bytes of part 0 allocated before the tree was frozen ([`Room`]).
+    room: u64,
 }
 
 /// One file of a [`PagesOut`].
@@ -112,15 +115,16 @@ const SPREAD_MIN: u64 = 1 << 20;
 const STRIPE: u64 = COPY_CHUNK;
 
 impl PagesOut {
-    pub fn create(dir: &ImageDir) -> Result<PagesOut, DumpError> {
+    /// The pages of a dump into `dir`; part 0 is `room`'s file when room was made ahead.
+    pub fn create(dir: &ImageDir, room: Option<Room>) -> Result<PagesOut, DumpError> {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
             .clamp(1, 8);
-        Self::with_parts(dir, n)
+        Self::with_parts(dir, n, room)
     }
 
-    fn with_parts(dir: &ImageDir, n: usize) -> Result<PagesOut, DumpError> {
+    fn with_parts(dir: &ImageDir, n: usize, room: Option<Room>) -> Result<PagesOut, DumpError> {
         let mut parts: Vec<PartOut> = (0..n)
             .map(|_| PartOut {
                 file: None,
@@ -128,10 +132,15 @@ impl PagesOut {
                 next: 0,
             })
             .collect();
-        parts[0].file = Some(dir.create_pages(TREE_PAGES_ID)?);
+        let (first, room) = match room {
+            Some(r) => (r.file, r.bytes),
+            None => (dir.create_pages(TREE_PAGES_ID)?, 0),
+        };
+        parts[0].file = Some(first);
         Ok(PagesOut {
             dir: dir.clone(),
             parts,
+            room,
         })
     }
 
@@ -185,8 +194,22 @@ impl PagesOut {
         }
     }
 
-    /// Gives every part written its final name.
+    /// Gives every part written its final name, after giving back the room made ahead
+    /// that the dump did not use.
     pub fn commit(&self) -> Result<(), DumpError> {
+        let used = self.parts[0].next * PAGE_SIZE;
+        if self.room > used {
+            let f = self.file(0);
+            let io = |source| DumpError::File {
+                path: self.dir.pages_part_path(TREE_PAGES_ID, 0),
+                source,
+            };
+            // Past the end of the file: setting the length it has already drops them on
+            // some filesystems (ext4), punching them out on others (tmpfs, which keeps them
+            // then; ext4 does not punch past the end).
+            f.set_len(used).map_err(io)?;
+            sysmem::fallocate(f, PUNCH_UNUSED, used, self.room - used).map_err(io)?;
+        }
         for (i, p) in self.parts.iter().enumerate() {
             if p.file.is_some() {
                 self.dir.commit_pages_part(TREE_PAGES_ID, i as u32)?;
@@ -514,6 +537,82 @@ impl PagesOut {
             })
             .as_ref()
     }
+}
+
+/// `fallocate` mode giving back blocks without changing the length.
+const PUNCH_UNUSED: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+
+/// Part 0 of the pages of an incremental dump, allocated before the tree is frozen for the
+/// pages it will store there: the scattered runs written since the parent dump
+/// ([`PagesOut::alloc`]). Writing into allocated pages of a file costs the frozen tasks about
+/// half of writing into new ones (no page to allocate, charge and add to the cache), and the
+/// allocation is done while the tree still runs.
+pub(crate) struct Room {
+    file: File,
+    bytes: u64,
+}
+
+impl Room {
+    /// Room for the tree of `root`, from the runs its tasks wrote since the parent dump as
+    /// their trackers show them now, with a margin for what they write until frozen. `None`
+    /// when there is nothing to make room for, or the filesystem cannot allocate ahead; a
+    /// failure here never fails the dump (the copy then allocates as it writes).
+    pub fn ahead(dir: &ImageDir, root: i32) -> Option<Room> {
+        let expected = scattered_bytes(root);
+        if expected == 0 {
+            return None;
+        }
+        let bytes = expected + expected / ROOM_MARGIN + ROOM_MIN_MARGIN;
+        let file = dir
+            .create_pages(TREE_PAGES_ID)
+            .inspect_err(|e| crate::debug!("no room made ahead: {e}"))
+            .ok()?;
+        match sysmem::fallocate(&file, libc::FALLOC_FL_KEEP_SIZE, 0, bytes) {
+            Ok(()) => {
+                crate::debug!("room made ahead for {} pages", bytes / PAGE_SIZE);
+                Some(Room { file, bytes })
+            }
+            Err(e) => {
+                crate::debug!("no room made ahead: {e}");
+                // The empty file is what PagesOut would have made.
+                Some(Room { file, bytes: 0 })
+            }
+        }
+    }
+}
+
+/// The room made ahead is this fraction larger than what the trackers showed...
+const ROOM_MARGIN: u64 = 16;
+/// ... and this much more.
+const ROOM_MIN_MARGIN: u64 = 64 * PAGE_SIZE;
+
+/// Bytes of the runs smaller than [`SPREAD_MIN`] the tasks of the tree of `root` wrote since
+/// their trackers were armed (all of them where no tracker is armed), read while the tree
+/// runs: what an incremental dump will copy into part 0. Tasks that cannot be read count
+/// nothing.
+fn scattered_bytes(root: i32) -> u64 {
+    let mut total = 0;
+    let mut queue = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(pid) = queue.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        queue.extend(super::inherit::children_of(pid));
+        let Ok(vmas) = crate::proc::maps(pid) else {
+            continue;
+        };
+        let Ok(found) = scan(pid, &vmas, true) else {
+            continue;
+        };
+        total += found
+            .regions
+            .iter()
+            .filter(|r| r.written && r.end - r.start < SPREAD_MIN)
+            .map(|r| r.end - r.start)
+            .sum::<u64>();
+    }
+    total
 }
 
 /// Fewest runs worth the set-up of an in-task copy ([`PagesOut::copy_in_task`]).
@@ -1427,7 +1526,7 @@ mod tests {
     fn large_runs_are_spread_over_the_parts_and_read_back_whole() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = ImageDir::create(tmp.path()).unwrap();
-        let mut out = PagesOut::with_parts(&dir, 3).unwrap();
+        let mut out = PagesOut::with_parts(&dir, 3, None).unwrap();
         let len = 5 * STRIPE + 3 * PAGE_SIZE;
         let src: Vec<u8> = (0..len).map(|i| (i / 4093) as u8).collect();
         let me = std::process::id() as i32;
@@ -1477,7 +1576,7 @@ mod tests {
         // Under /tmp: tmpfs takes O_DIRECT as a buffered write, a disk filesystem for real.
         let tmp = tempfile::tempdir_in("/tmp").unwrap();
         let dir = ImageDir::create(tmp.path()).unwrap();
-        let mut out = PagesOut::create(&dir).unwrap();
+        let mut out = PagesOut::create(&dir, None).unwrap();
         let pages = 300u64;
         let src: Vec<u8> = (0..pages * PAGE_SIZE).map(|i| (i / 4093) as u8).collect();
         let me = std::process::id() as i32;

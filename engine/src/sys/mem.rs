@@ -283,6 +283,18 @@ pub fn pidfd_getfd(pidfd: RawFd, fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// `fallocate(file, mode, off, len)`
+pub fn fallocate(file: &std::fs::File, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integers only, on a descriptor the borrowed file keeps open.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as i64, len as i64) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// `fcntl(fd, F_GET_SEALS)`
 pub fn get_seals(fd: RawFd) -> io::Result<u32> {
     // SAFETY: F_GET_SEALS takes no argument.
