@@ -90,16 +90,21 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
         opts.images_dir.display()
     );
     let written = Written::new(&dir);
-    // While the tree still runs: room in the pages file for what an incremental dump will
-    // store, so that the frozen tasks only copy into it.
-    let room = opts
-        .prev_images_dir
-        .as_ref()
-        .and_then(|_| mm::pages::Room::ahead(&dir, pid));
+    // While the tree still runs, for an incremental dump (whose frozen window they would
+    // otherwise fill): room in the pages file for what it will store, so that the frozen
+    // tasks only copy into it; the mapping flags of its large processes (mm::flags).
+    let (room, flags) = match opts.prev_images_dir {
+        Some(_) => std::thread::scope(|s| {
+            let room = s.spawn(|| mm::pages::Room::ahead(&dir, pid));
+            let flags = mm::flags::FlagsAhead::read(pid, LARGE_MM);
+            (room.join().expect("room maker panicked"), flags)
+        }),
+        None => (None, None),
+    };
     let freezing = std::time::Instant::now();
     let mut tree = freeze_tree(pid).inspect_err(|_| written.remove())?;
     crate::debug!("frozen: {} processes", tree.procs.len());
-    match write_tree(&mut tree, opts, &dir, room) {
+    match write_tree(&mut tree, opts, &dir, room, flags) {
         Ok(report) => {
             tree.finish(opts.leave_running)?;
             crate::info!(
@@ -423,6 +428,7 @@ fn write_tree(
     opts: &DumpOpts,
     dir: &ImageDir,
     room: Option<mm::pages::Room>,
+    flags: Option<mm::flags::FlagsAhead>,
 ) -> Result<DumpReport, DumpError> {
     if fault::hit("dump-after-seize") {
         return Err(DumpError::Fault("dump-after-seize"));
@@ -470,6 +476,7 @@ fn write_tree(
             .filter(|p| !p.zombie && !p.threads.is_empty())
             .map(Proc::view)
             .collect(),
+        flags,
     );
     // System V shared memory of the IPC namespace the tree owns, attached or not (ipc).
     if owned.flags & libc::CLONE_NEWIPC as u64 != 0 {
@@ -697,13 +704,19 @@ fn dump_thread(t: &mut Tracee, pid: i32, scratch: RemoteAddr) -> Result<ThreadCo
 /// order on a thread of its own (on idle cores only) while the tasks are dumped one by one:
 /// nothing in them needs the tracer, and smaps walks every page table entry. Each process's
 /// files are read before its dump maps the scratch page, since the dump waits for them
-/// first; smaps of a process mapping more than [`ProcAhead::LARGE`] is left to its dump, as
+/// first; smaps of a process mapping more than [`LARGE_MM`] is left to its dump, as
 /// the walk would hold its mm lock while the dump's first remote batch waits for it.
 struct ProcAhead {
     rx: std::sync::mpsc::Receiver<(i32, Ahead)>,
     got: HashMap<i32, Ahead>,
     reader: crate::sys::Idle,
+    /// Mapping flags of large processes, learned before the tree was frozen.
+    flags: Option<mm::flags::FlagsAhead>,
 }
+
+/// Processes mapping more than this have their smaps read beside their page copy
+/// ([`ProcAhead`]), or ahead of the freeze in an incremental dump ([`mm::flags`]).
+pub(crate) const LARGE_MM: u64 = 256 << 20;
 
 type ProcResult<T> = Result<T, proc::ProcError>;
 
@@ -724,7 +737,7 @@ impl Ahead {
         let maps = proc::maps(pid);
         let small = maps
             .as_ref()
-            .is_ok_and(|m| m.iter().map(|v| v.len()).sum::<u64>() <= ProcAhead::LARGE);
+            .is_ok_and(|m| m.iter().map(|v| v.len()).sum::<u64>() <= LARGE_MM);
         Ahead {
             status,
             stat,
@@ -735,9 +748,7 @@ impl Ahead {
 }
 
 impl ProcAhead {
-    const LARGE: u64 = 256 << 20;
-
-    fn start(pids: Vec<i32>) -> ProcAhead {
+    fn start(pids: Vec<i32>, flags: Option<mm::flags::FlagsAhead>) -> ProcAhead {
         let (tx, rx) = std::sync::mpsc::channel();
         // On idle cores only: a task in a remote call must never wait for this thread.
         let (reader, _) = crate::sys::Idle::spawn(move || {
@@ -752,6 +763,7 @@ impl ProcAhead {
             rx,
             got: HashMap::new(),
             reader,
+            flags,
         }
     }
 
@@ -904,6 +916,14 @@ fn dump_process(
     // beside the page scan (both walks take the lock of each page table in turn: they would
     // queue behind each other all the way). Idle cores only, like the reader ahead: the task
     // runs remote calls meanwhile.
+    // Or its flags are known from before the freeze (mm::flags).
+    let known = match &smaps {
+        None => ahead
+            .flags
+            .as_ref()
+            .and_then(|f| f.frozen(p.pid, pid, &vmas)),
+        Some(_) => None,
+    };
     let mut reading = None;
     let pagemap = mem.dump_pages(
         pid,
@@ -911,19 +931,20 @@ fn dump_process(
         &vmas,
         in_task.then_some((&mut p.threads[0], scratch)),
         || {
-            if smaps.is_none() {
+            if smaps.is_none() && known.is_none() {
                 reading = Some(crate::sys::Idle::spawn(move || proc::smaps(pid)));
             }
         },
     )?;
     crate::debug!("pid {pid}: memory scanned: {} runs", pagemap.len());
-    let found = match (smaps, reading) {
-        (Some(r), _) => r,
-        (None, Some((idle, h))) => {
+    let found = match (smaps, known, reading) {
+        (Some(r), _, _) => r,
+        (None, Some(k), _) => Ok(k),
+        (None, None, Some((idle, h))) => {
             idle.urgent(true);
             h.join().expect("smaps reader panicked")
         }
-        (None, None) => proc::smaps(pid),
+        (None, None, None) => proc::smaps(pid),
     };
     mm::attach_flags(pid, &mut vmas, &found?)?;
     crate::debug!("pid {pid}: smaps read");

@@ -19,6 +19,7 @@
 //! filled, advised (huge pages, fork behaviour, guard regions, collapse back into huge pages),
 //! protected and locked.
 
+pub(crate) mod flags;
 pub(crate) mod inherit;
 pub(crate) mod pages;
 pub(crate) mod shmem;

@@ -40,9 +40,11 @@ pub fn pre_dump(opts: &PreDumpOpts) -> Result<DumpReport, DumpError> {
         "pre-dumping the tree of pid {pid} into {}",
         opts.images_dir.display()
     );
+    // While the tree still runs: the mapping flags of its large processes (mm::flags).
+    let flags = mm::flags::FlagsAhead::read(pid, crate::dump::LARGE_MM);
     let frozen_at = std::time::Instant::now();
     let mut tree = crate::dump::freeze_tree(pid)?;
-    let mem = match frozen_part(&mut tree, opts, &dir) {
+    let mem = match frozen_part(&mut tree, opts, &dir, flags.as_ref()) {
         Ok(m) => m,
         Err(e) => {
             crate::error!("pre-dump of pid {pid} failed: {e}");
@@ -71,6 +73,7 @@ fn frozen_part(
     tree: &mut Tree,
     opts: &PreDumpOpts,
     dir: &ImageDir,
+    flags: Option<&mm::flags::FlagsAhead>,
 ) -> Result<mm::DumpMem, DumpError> {
     let mut mem = mm::DumpMem::new(
         dir,
@@ -102,7 +105,10 @@ fn frozen_part(
             mm::check_dumpable(pid, v)?;
         }
         let pagemap = mem.dump_pages(pid, p.stat.ppid, &vmas, None, || {})?;
-        let smaps = proc::smaps(pid)?;
+        let smaps = match flags.and_then(|f| f.frozen(p.pid, pid, &vmas)) {
+            Some(known) => known,
+            None => proc::smaps(pid)?,
+        };
         mm::attach_flags(pid, &mut vmas, &smaps)?;
         let scratch = p.scratch()?;
         let mut mm_entry = mem.layout(pid, &p.stat, brk, &vmas)?;

@@ -2,6 +2,7 @@
 //! `unsafe` is allowed; each wrapper's doc line is the call it makes.
 #![allow(unsafe_code)]
 
+pub mod bpf;
 pub mod fileops;
 pub mod ipc;
 pub mod mem;
