@@ -38,13 +38,7 @@ impl FlagsAhead {
     /// `None` when there is none, or BPF iterators are not available here.
     pub fn read(root: i32, large: u64) -> Option<FlagsAhead> {
         let mut big = Vec::new();
-        let mut queue = vec![root];
-        let mut seen = std::collections::HashSet::new();
-        while let Some(pid) = queue.pop() {
-            if !seen.insert(pid) {
-                continue;
-            }
-            queue.extend(super::inherit::children_of(pid));
+        for pid in super::inherit::tree_of(root) {
             let mapped: u64 = proc::maps(pid)
                 .map(|m| m.iter().map(|v| v.len()).sum())
                 .unwrap_or(0);

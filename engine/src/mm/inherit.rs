@@ -165,6 +165,20 @@ pub(crate) fn relatives(ppid: i32, children: &[i32], done: impl Fn(i32) -> bool)
 }
 
 /// The children of `pid`, of all its threads, in the order /proc shows them.
+/// The processes of the tree of `root` as it is now (running: best effort), `root` first.
+pub(crate) fn tree_of(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut queue = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(pid) = queue.pop() {
+        if seen.insert(pid) {
+            out.push(pid);
+            queue.extend(children_of(pid));
+        }
+    }
+    out
+}
+
 pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for tid in crate::proc::threads(pid).unwrap_or_default() {

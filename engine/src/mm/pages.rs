@@ -592,13 +592,7 @@ const ROOM_MIN_MARGIN: u64 = 64 * PAGE_SIZE;
 /// nothing.
 fn scattered_bytes(root: i32) -> u64 {
     let mut total = 0;
-    let mut queue = vec![root];
-    let mut seen = std::collections::HashSet::new();
-    while let Some(pid) = queue.pop() {
-        if !seen.insert(pid) {
-            continue;
-        }
-        queue.extend(super::inherit::children_of(pid));
+    for pid in super::inherit::tree_of(root) {
         let Ok(vmas) = crate::proc::maps(pid) else {
             continue;
         };
