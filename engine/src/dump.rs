@@ -94,11 +94,14 @@ pub fn dump(opts: &DumpOpts) -> Result<DumpReport, DumpError> {
     // otherwise fill): room in the pages file for what it will store, so that the frozen
     // tasks only copy into it; the mapping flags of its large processes (mm::flags).
     let (room, flags) = match opts.prev_images_dir {
-        Some(_) => std::thread::scope(|s| {
-            let room = s.spawn(|| mm::pages::Room::ahead(&dir, pid));
-            let flags = mm::flags::FlagsAhead::read(pid, LARGE_MM);
-            (room.join().expect("room maker panicked"), flags)
-        }),
+        Some(_) => {
+            let running = mm::inherit::running_tree(pid);
+            std::thread::scope(|s| {
+                let room = s.spawn(|| mm::pages::Room::ahead(&dir, &running));
+                let flags = mm::flags::FlagsAhead::read(&running, LARGE_MM);
+                (room.join().expect("room maker panicked"), flags)
+            })
+        }
         None => (None, None),
     };
     let freezing = std::time::Instant::now();

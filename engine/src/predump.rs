@@ -41,7 +41,7 @@ pub fn pre_dump(opts: &PreDumpOpts) -> Result<DumpReport, DumpError> {
         opts.images_dir.display()
     );
     // While the tree still runs: the mapping flags of its large processes (mm::flags).
-    let flags = mm::flags::FlagsAhead::read(pid, crate::dump::LARGE_MM);
+    let flags = mm::flags::FlagsAhead::read(&mm::inherit::running_tree(pid), crate::dump::LARGE_MM);
     let frozen_at = std::time::Instant::now();
     let mut tree = crate::dump::freeze_tree(pid)?;
     let mem = match frozen_part(&mut tree, opts, &dir, flags.as_ref()) {

@@ -162,9 +162,9 @@ fn pages_size(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Restores the [`DIRTY_VICTIM`] `pid` dumped in `dump` and checks its memory hashes to
-/// what it last wrote (`dirtied`).
-fn restore_and_check(work: &Path, dump: &Path, pid: i32, dirtied: &str) {
+/// Restores the victim `pid` dumped in `dump` and checks its `memory` hashes to what it last
+/// wrote (`dirtied`).
+fn restore_and_check(work: &Path, dump: &Path, pid: i32, dirtied: &str, memory: &str) {
     let out = crust(&["restore", "-D", dump.to_str().unwrap(), "-d"]);
     assert!(
         out.status.success(),
@@ -176,7 +176,7 @@ fn restore_and_check(work: &Path, dump: &Path, pid: i32, dirtied: &str) {
     kill_and_reap(pid);
     assert_eq!(
         after, dirtied,
-        "memory after restore is not what the task last wrote"
+        "{memory} after restore is not what the task last wrote"
     );
 }
 
@@ -241,7 +241,7 @@ fn pre_dump_then_dump_stores_only_what_was_written() {
     );
     assert!(!keeper_answers(&keeper));
 
-    restore_and_check(work, &dump, pid, &dirtied);
+    restore_and_check(work, &dump, pid, &dirtied, "memory");
 }
 
 #[test]
@@ -483,19 +483,7 @@ fn shared_memory_in_an_incremental_dump_stores_only_what_changed() {
         "the incremental pages file is not smaller"
     );
 
-    let out = crust(&["restore", "-D", dump.to_str().unwrap(), "-d"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(work.join("check"), "").unwrap();
-    let after = wait_for_file(&work.join("hash"));
-    kill_and_reap(pid);
-    assert_eq!(
-        after, dirtied,
-        "shared memory after restore is not what the task last wrote"
-    );
+    restore_and_check(work, &dump, pid, &dirtied, "shared memory");
 }
 
 #[test]
@@ -547,5 +535,5 @@ fn an_incremental_dump_writes_scattered_pages_into_room_made_ahead() {
         first.len()
     );
 
-    restore_and_check(work, &dump, pid, &dirtied);
+    restore_and_check(work, &dump, pid, &dirtied, "memory");
 }

@@ -34,18 +34,15 @@ struct Known {
 }
 
 impl FlagsAhead {
-    /// Reads ahead the processes of the tree of `root` that map more than `large` bytes.
-    /// `None` when there is none, or BPF iterators are not available here.
-    pub fn read(root: i32, large: u64) -> Option<FlagsAhead> {
-        let mut big = Vec::new();
-        for pid in super::inherit::tree_of(root) {
-            let mapped: u64 = proc::maps(pid)
-                .map(|m| m.iter().map(|v| v.len()).sum())
-                .unwrap_or(0);
-            if mapped > large {
-                big.push(pid);
-            }
-        }
+    /// Reads ahead the processes of `tree` (the running tree,
+    /// [`super::inherit::running_tree`]) that map more than `large` bytes. `None` when there
+    /// is none, or BPF iterators are not available here.
+    pub fn read(tree: &[(i32, Vec<Vma>)], large: u64) -> Option<FlagsAhead> {
+        let big: Vec<i32> = tree
+            .iter()
+            .filter(|(_, vmas)| vmas.iter().map(|v| v.len()).sum::<u64>() > large)
+            .map(|(pid, _)| *pid)
+            .collect();
         if big.is_empty() {
             return None;
         }
@@ -195,7 +192,8 @@ mod tests {
         }
         let mut c = child();
         let pid = c.id() as i32;
-        let ahead = FlagsAhead::read(pid, 256 << 20).expect("read ahead");
+        let ahead = FlagsAhead::read(&crate::mm::inherit::running_tree(pid), 256 << 20)
+            .expect("read ahead");
         let big = |vmas: &[Vma]| {
             vmas.iter()
                 .find(|v| v.len() == 300 << 20)
@@ -220,7 +218,7 @@ mod tests {
         assert_eq!(after, vmas);
         assert!(ahead.frozen(pid, pid, &after).is_none());
         assert!(big(&proc::smaps(pid).unwrap()).has_flag("dd"));
-        let again = FlagsAhead::read(pid, 256 << 20).unwrap();
+        let again = FlagsAhead::read(&crate::mm::inherit::running_tree(pid), 256 << 20).unwrap();
         assert!(big(&again.frozen(pid, pid, &after).unwrap()).has_flag("dd"));
         c.kill().unwrap();
         c.wait().unwrap();

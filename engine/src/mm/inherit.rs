@@ -165,14 +165,18 @@ pub(crate) fn relatives(ppid: i32, children: &[i32], done: impl Fn(i32) -> bool)
 }
 
 /// The children of `pid`, of all its threads, in the order /proc shows them.
-/// The processes of the tree of `root` as it is now (running: best effort), `root` first.
-pub(crate) fn tree_of(root: i32) -> Vec<i32> {
+/// The processes of the tree of `root` as it is now, with their mappings, `root` first: read
+/// while it runs, for the work a dump does before freezing it (best effort: a process gone
+/// or unreadable meanwhile is left out).
+pub(crate) fn running_tree(root: i32) -> Vec<(i32, Vec<crate::proc::Vma>)> {
     let mut out = Vec::new();
     let mut queue = vec![root];
     let mut seen = std::collections::HashSet::new();
     while let Some(pid) = queue.pop() {
         if seen.insert(pid) {
-            out.push(pid);
+            if let Ok(vmas) = crate::proc::maps(pid) {
+                out.push((pid, vmas));
+            }
             queue.extend(children_of(pid));
         }
     }

@@ -553,12 +553,13 @@ pub(crate) struct Room {
 }
 
 impl Room {
-    /// Room for the tree of `root`, from the runs its tasks wrote since the parent dump as
+    /// Room for `tree` (the running tree, [`super::inherit::running_tree`]), from the runs
+    /// its tasks wrote since the parent dump as
     /// their trackers show them now, with a margin for what they write until frozen. `None`
     /// when there is nothing to make room for, or the filesystem cannot allocate ahead; a
     /// failure here never fails the dump (the copy then allocates as it writes).
-    pub fn ahead(dir: &ImageDir, root: i32) -> Option<Room> {
-        let expected = scattered_bytes(root);
+    pub fn ahead(dir: &ImageDir, tree: &[(i32, Vec<Vma>)]) -> Option<Room> {
+        let expected = scattered_bytes(tree);
         if expected == 0 {
             return None;
         }
@@ -590,13 +591,10 @@ const ROOM_MIN_MARGIN: u64 = 64 * PAGE_SIZE;
 /// their trackers were armed (all of them where no tracker is armed), read while the tree
 /// runs: what an incremental dump will copy into part 0. Tasks that cannot be read count
 /// nothing.
-fn scattered_bytes(root: i32) -> u64 {
+fn scattered_bytes(tree: &[(i32, Vec<Vma>)]) -> u64 {
     let mut total = 0;
-    for pid in super::inherit::tree_of(root) {
-        let Ok(vmas) = crate::proc::maps(pid) else {
-            continue;
-        };
-        let Ok(found) = scan(pid, &vmas, true) else {
+    for (pid, vmas) in tree {
+        let Ok(found) = scan(*pid, vmas, true) else {
             continue;
         };
         total += found
