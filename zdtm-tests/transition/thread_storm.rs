@@ -128,7 +128,17 @@ fn main() {
         s.rounds,
         s.failures.join("; ")
     );
-    let tasks = std::fs::read_dir("/proc/self/task").map(|d| d.count());
+    // A joined thread has cleared its tid word but may still be finishing its exit (listed
+    // in /proc a little longer): give it a moment to go.
+    let count = || std::fs::read_dir("/proc/self/task").map(|d| d.count());
+    let mut tasks = count();
+    for _ in 0..100 {
+        if !matches!(tasks, Ok(n) if n > 1) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        tasks = count();
+    }
     check!(
         c,
         matches!(tasks, Ok(1)),
